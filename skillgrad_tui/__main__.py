@@ -1,0 +1,3 @@
+from skillgrad_tui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""`skillgrad`: the headless CLI and the entry point of the terminal app.
+
+Every command turns a SkillgradError into one line on stderr and exit code 2; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from skillgrad_tui.core.errors import SkillgradError
+
+Handler = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, Handler] = {}
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        _COMMANDS[name] = fn
+        return fn
+    return register
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="skillgrad.toml to use (default: beside the skill, "
+                   "then the user config directory)")
+
+
+def _model_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model name from `skillgrad models`, or a GGUF path")
+    p.add_argument("--no-cache", action="store_true", help="bypass the response cache")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skillgrad", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("models", help="list the models SkillGrad can use")
+    _common(p)
+    p.add_argument("--model", action="append", type=Path, default=[], help="also describe this GGUF")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("grade", help="grade WikiTableQuestions predictions (official format)")
+    p.add_argument("--suite", type=Path, required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--predictions", type=Path, required=True)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("eval", help="run the agent with a skill over a task suite and score it")
+    _common(p)
+    _model_opts(p)
+    p.add_argument("skill", type=Path, help="skill folder, or 'none' for no skill")
+    p.add_argument("--suite", type=Path)
+    p.add_argument("--split", help="the suite's own split (WTQ: TSV name) or train/val/test/all")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--run-dir", type=Path)
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+@command("models")
+def cmd_models(args: argparse.Namespace) -> int:
+    from skillgrad_tui.config import load_config
+    from skillgrad_tui.core.llm.models import discover
+
+    config = load_config(explicit=args.config)
+    found = discover(config.models, [p.expanduser() for p in args.model])
+    if args.json:
+        print(json.dumps([m.to_dict() for m in found], indent=2))
+        return 0 if all(m.error is None for m in found) else 1
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Models", show_lines=False)
+    for col in ("name", "size", "chat", "ctx", "sha256", "source", "path"):
+        table.add_column(col, overflow="fold")
+    default = config.get("model", "default")
+    for m in found:
+        status = "[red]" + (m.error or "") + "[/]" if m.error else (
+            "verified" if m.verified else "unverified" if m.verified is False else "")
+        name = f"{m.name} *" if m.name == default else m.name
+        table.add_row(name, f"{m.size / 1e6:.0f} MB", "yes" if m.chat_template else "no",
+                      str(m.context_length or "?"), f"{(m.sha256 or '')[:12]} {status}".strip(),
+                      m.source, str(m.path))
+    Console().print(table)
+    return 0 if all(m.error is None for m in found) else 1
+
+
+@command("grade")
+def cmd_grade(args: argparse.Namespace) -> int:
+    from skillgrad_tui.core.grading import grade_predictions
+
+    report = grade_predictions(args.suite, args.split, args.predictions)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(f"{report.correct}/{report.n} correct, accuracy {report.accuracy:.4f}")
+        if report.missing_ids:
+            print(f"{len(report.missing_ids)} examples had no prediction (counted wrong)")
+        if report.unknown_ids:
+            print(f"{len(report.unknown_ids)} predictions for ids not in the split (ignored)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["tui", *(argv or sys.argv[1:])])
+    handler = _COMMANDS.get(args.command)
+    if handler is None:
+        parser.error(f"unknown command {args.command}")
+    try:
+        return handler(args)
+    except SkillgradError as exc:
+        print(f"skillgrad: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("skillgrad: interrupted; the skill on disk is unchanged or fully updated", file=sys.stderr)
+        return 130

@@ -1,0 +1,199 @@
+"""skillgrad.toml: looked up beside the skill, then in the user config directory.
+
+Read with tomllib and written with tomli-w. Every key is declared in SCHEMA below, so an unknown
+key or a value of the wrong type is an error that names the key and the file, not a surprise later.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import platformdirs
+import tomli_w
+
+from skillgrad_tui.core.errors import ConfigError
+
+CONFIG_NAME = "skillgrad.toml"
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type | tuple[type, ...]
+    default: Any
+    check: Callable[[Any], str | None] | None = None  # returns a complaint, or None if fine
+    doc: str = ""
+
+
+def _at_least(n: int | float) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= n else f"must be >= {n}"
+
+
+def _between(lo: float, hi: float) -> Callable[[Any], str | None]:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "model": {
+        "default": Key(str, "gemma3-270m", doc="model name from `skillgrad models`, or a GGUF path"),
+        "optimizer": Key(str, "", doc="model for diagnoser, momentum and patcher; empty = default"),
+        "n_ctx": Key(int, 4096, _at_least(256)),
+        "n_threads": Key(int, 0, _at_least(0), doc="0 = all physical cores"),
+        "n_gpu_layers": Key(int, -1, _at_least(-1), doc="-1 = all layers when a GPU build finds a GPU"),
+        "n_batch": Key(int, 512, _at_least(1)),
+    },
+    "models": {},  # free-form: name = "path/to/model.gguf"
+    "server": {
+        "url": Key(str, "", doc="OpenAI-compatible server; empty = in-process llama.cpp"),
+        "model": Key(str, ""),
+        "api_key_env": Key(str, "", doc="environment variable holding the API key"),
+        "timeout_s": Key((int, float), 120.0, _at_least(1)),
+        "retries": Key(int, 3, _at_least(0)),
+        "max_concurrency": Key(int, 4, _at_least(1)),
+    },
+    "cache": {
+        "enabled": Key(bool, True),
+        "path": Key(str, "", doc="SQLite file; empty = user cache directory"),
+    },
+    "run": {
+        "dir": Key(str, ".skillgrad/runs", doc="run directories, relative to the skill's parent"),
+        "seed": Key(int, 0),
+    },
+    "suite": {
+        "path": Key(str, "", doc="default task suite, relative to this file"),
+        "split": Key(str, ""),
+    },
+    "agent": {
+        "max_tokens": Key(int, 64, _at_least(1)),
+        "table_rows": Key(int, 40, _at_least(1)),
+        "mode": Key(str, "inline", _one_of("inline", "tools")),
+    },
+    "optimize": {
+        "batch_size": Key(int, 4, _at_least(1)),
+        "steps": Key(int, 10, _at_least(1)),
+        "gate": Key(str, "validation", _one_of("validation", "all", "ask")),
+        "momentum_decay": Key((int, float), 0.8, _between(0.0, 1.0)),
+        "early_stop": Key(int, 4, _at_least(1)),
+        "l2_max_chars": Key(int, 6000, _at_least(200)),
+    },
+}
+
+
+@dataclass
+class Config:
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: Path | None = None  # the file it came from, None for pure defaults
+
+    def get(self, section: str, key: str) -> Any:
+        return self.values.get(section, {}).get(key, SCHEMA[section][key].default)
+
+    def set(self, section: str, key: str, value: Any) -> None:
+        _check_value(section, key, value, self.source or Path(CONFIG_NAME))
+        self.values.setdefault(section, {})[key] = value
+
+    @property
+    def models(self) -> dict[str, Path]:
+        """Named model paths, resolved relative to the config file."""
+        base = self.source.parent if self.source else Path.cwd()
+        return {name: (base / p).expanduser() for name, p in self.values.get("models", {}).items()}
+
+    def resolve_path(self, raw: str) -> Path:
+        base = self.source.parent if self.source else Path.cwd()
+        return (base / raw).expanduser()
+
+
+def user_config_path() -> Path:
+    return platformdirs.user_config_path("skillgrad") / CONFIG_NAME
+
+
+def find_config(skill_dir: Path | None = None) -> Path | None:
+    """Beside the skill (its parent folder) first, then the user config directory."""
+    candidates = []
+    if skill_dir is not None:
+        candidates.append(Path(skill_dir).resolve().parent / CONFIG_NAME)
+    candidates.append(user_config_path())
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def load_config(skill_dir: Path | None = None, explicit: Path | None = None) -> Config:
+    path = Path(explicit) if explicit is not None else find_config(skill_dir)
+    if path is None:
+        return Config()
+    if not path.is_file():
+        raise ConfigError("config file not found", path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from None
+    except tomllib.TOMLDecodeError as exc:
+        line = _toml_error_line(str(exc))
+        raise ConfigError(f"TOML does not parse: {exc}", path, line) from None
+    return Config(values=validate(raw, path), source=path)
+
+
+def validate(raw: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for section, body in raw.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"unknown section [{section}] (known: {', '.join(SCHEMA)})", path)
+        if not isinstance(body, dict):
+            raise ConfigError(f"'{section}' must be a table ([{section}])", path)
+        if section == "models":
+            for name, p in body.items():
+                if not isinstance(p, str):
+                    raise ConfigError(f"models.{name} must be a path string", path)
+            out[section] = dict(body)
+            continue
+        for key, value in body.items():
+            _check_value(section, key, value, path)
+        out[section] = dict(body)
+    return out
+
+
+def _check_value(section: str, key: str, value: Any, path: Path) -> None:
+    spec = SCHEMA.get(section, {}).get(key)
+    if spec is None:
+        known = ", ".join(SCHEMA.get(section, {})) or "none"
+        raise ConfigError(f"unknown key '{section}.{key}' (known in [{section}]: {known})", path)
+    # bool is an int in Python; do not let `n_ctx = true` through.
+    if isinstance(value, bool) and spec.type is not bool:
+        raise ConfigError(f"'{section}.{key}' must be {_type_name(spec.type)}, got a boolean", path)
+    if not isinstance(value, spec.type):
+        raise ConfigError(f"'{section}.{key}' must be {_type_name(spec.type)}, got {value!r}", path)
+    if spec.check is not None and (why := spec.check(value)):
+        raise ConfigError(f"'{section}.{key}' {why}, got {value!r}", path)
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if isinstance(t, tuple):
+        return "a number"
+    return names.get(t, t.__name__)
+
+
+def _toml_error_line(message: str) -> int | None:
+    import re
+
+    m = re.search(r"line (\d+)", message)
+    return int(m.group(1)) if m else None
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write atomically: a half-written config would be worse than none."""
+    import os
+    import tempfile
+
+    validate(config.values, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        tomli_w.dump(config.values, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,184 @@
+"""The backend contract every model implementation honours (design.md, "Contracts").
+
+`Backend.complete(request) -> Completion`. A request carries either chat messages or a raw
+prompt, sampling parameters with an explicit seed, a token limit, stop strings and an optional
+JSON schema. A completion carries the text, the parsed and validated JSON (when a schema was
+given) and the usage. One backend instance serves one worker at a time unless it says otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """Everything that determines a model's answer; its `key()` is the response cache key."""
+
+    messages: tuple[Message, ...] | None = None
+    prompt: str | None = None
+    max_tokens: int = 256
+    temperature: float = 0.0  # 0 is greedy
+    top_p: float = 1.0
+    top_k: int = 40
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    json_schema: dict[str, Any] | None = None
+    json_attempts: int = 3  # bounded retries when the output does not parse or validate
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a request needs exactly one of messages or prompt")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        if self.json_attempts < 1:
+            raise ValueError("json_attempts must be at least 1")
+
+    @staticmethod
+    def chat(*pairs: tuple[Role, str], **kwargs: Any) -> "CompletionRequest":
+        return CompletionRequest(messages=tuple(Message(r, c) for r, c in pairs), **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["messages"] = [asdict(m) for m in self.messages] if self.messages is not None else None
+        d["stop"] = list(self.stop)
+        return d
+
+    def key(self, model_id: str) -> str:
+        """Stable hash of the model identity and the whole request."""
+        payload = json.dumps({"model": model_id, "request": self.to_dict()}, sort_keys=True,
+                             ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # prompt tokens reused from the KV cache (not re-evaluated)
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.cached_prompt_tokens + other.cached_prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.seconds + other.seconds,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Completion:
+    text: str
+    usage: Usage
+    finish_reason: str = "stop"  # "stop" | "length" | "cancelled"
+    json: Any = None  # parsed and schema-validated, when the request had a schema
+    from_cache: bool = False  # served by the response cache, not the model
+    attempts: int = 1  # model calls it took (JSON retries count)
+    invalid_outputs: int = 0  # outputs rejected by JSON parsing or validation along the way
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "usage": self.usage.to_dict(),
+            "finish_reason": self.finish_reason,
+            "json": self.json,
+            "attempts": self.attempts,
+            "invalid_outputs": self.invalid_outputs,
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "Completion":
+        return Completion(
+            text=d["text"],
+            usage=Usage(**d["usage"]),
+            finish_reason=d.get("finish_reason", "stop"),
+            json=d.get("json"),
+            attempts=d.get("attempts", 1),
+            invalid_outputs=d.get("invalid_outputs", 0),
+        )
+
+
+class CancelToken:
+    """Set from any thread; backends check it between generated tokens."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        from skillgrad_tui.core.errors import Cancelled
+
+        if self._event.is_set():
+            raise Cancelled()
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A text model. `model_id` identifies the weights (sha256 for GGUF files) for caching."""
+
+    model_id: str
+    n_ctx: int
+
+    def complete(self, request: CompletionRequest, cancel: CancelToken | None = None) -> Completion:
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+@dataclass
+class ScriptedBackend:
+    """A deterministic backend for unit tests: answers come from a function of the request.
+
+    It honours the same contract as the real backends (schema validation included), so code
+    tested against it runs unchanged on a model. Never used outside tests and examples.
+    """
+
+    respond: Any  # Callable[[CompletionRequest], str]
+    model_id: str = "scripted"
+    n_ctx: int = 32768
+    calls: list[CompletionRequest] = field(default_factory=list)
+
+    def complete(self, request: CompletionRequest, cancel: CancelToken | None = None) -> Completion:
+        from skillgrad_tui.core.llm.jsonout import complete_with_schema
+
+        def once(req: CompletionRequest) -> Completion:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            self.calls.append(req)
+            text = str(self.respond(req))
+            prompt_len = self.count_tokens(req.prompt or "".join(m.content for m in req.messages or ()))
+            return Completion(text=text, usage=Usage(prompt_len, 0, self.count_tokens(text), 0.0))
+
+        return complete_with_schema(once, request)
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text) // 4)
+
+    def close(self) -> None:
+        pass
