@@ -12,6 +12,7 @@ line on which the offending record starts, so a user can jump straight to it.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +117,11 @@ def load_spreadsheetbench(root: Path) -> list[Task]:
         answer_sheet = _optional_str(rec, "answer_sheet", where, dataset, line)
         data_position = _optional_str(rec, "data_position", where, dataset, line)
         rel = _optional_str(rec, "spreadsheet_path", where, dataset, line) or f"spreadsheet/{task_id}"
-        folder = (root / rel).resolve()
-        if not folder.is_relative_to(root):
+        # Judge the path as written, so a suite whose spreadsheet/ is a symlink still loads.
+        norm = os.path.normpath(rel)
+        if os.path.isabs(norm) or norm == ".." or norm.startswith(".." + os.sep):
             raise SuiteError(f"{where}: spreadsheet_path {rel!r} leaves the suite folder", dataset, line)
+        folder = root / norm
         if not folder.is_dir():
             raise SuiteError(f"{where}: folder {folder} does not exist", dataset, line)
         init = _pick(folder, _INIT_NAMES, task_id)
