@@ -107,6 +107,13 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("eval")
+def cmd_eval(args: argparse.Namespace) -> int:
+    from skillgrad_tui.commands.eval_cmd import eval_command
+
+    return eval_command(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

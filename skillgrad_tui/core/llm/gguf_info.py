@@ -90,7 +90,7 @@ def read_gguf_info(path: Path) -> GGUFInfo:
     size = path.stat().st_size
     with path.open("rb") as f:
         r = _Reader(f, path, size)
-        if size < 24 or f.read(4) != _MAGIC:
+        if f.read(4) != _MAGIC:
             raise ModelError("not a GGUF model file (bad magic bytes)", path)
         version = r.unpack("I")
         if version not in (2, 3):

@@ -185,6 +185,13 @@ class LlamaBackend:
                       completion_tokens=n_out, seconds=seconds)
         return Completion(text=result, usage=usage, finish_reason=finish)
 
+    def reset_cache(self) -> None:
+        """Forget the KV cache. Sampled (temperature > 0) outputs are reproducible from the same
+        cache state; a different reused prefix changes how the prompt is batched, and with it
+        the last bits of the logits. Exact replays across states come from the response cache."""
+        with self._lock:
+            self._llm.reset()
+
     def close(self) -> None:
         llm = getattr(self, "_llm", None)
         if llm is not None:

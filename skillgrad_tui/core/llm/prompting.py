@@ -22,9 +22,17 @@ class RenderedPrompt:
 
 
 class PromptFormat:
+    """A trailing assistant message is a prefix the model continues (e.g. "Answer:")."""
+
     name = "plain"
 
     def render(self, messages: Sequence[Message]) -> RenderedPrompt:
+        if messages and messages[-1].role == "assistant":
+            opened = self.render_turns(messages[:-1])
+            return RenderedPrompt(opened.text + messages[-1].content, opened.stop)
+        return self.render_turns(messages)
+
+    def render_turns(self, messages: Sequence[Message]) -> RenderedPrompt:
         parts = []
         for m in messages:
             label = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}[m.role]
@@ -38,7 +46,7 @@ class GemmaTurns(PromptFormat):
 
     name = "gemma-turns"
 
-    def render(self, messages: Sequence[Message]) -> RenderedPrompt:
+    def render_turns(self, messages: Sequence[Message]) -> RenderedPrompt:
         out: list[str] = []
         pending_system = ""
         for m in messages:
@@ -68,7 +76,7 @@ class TemplateFormat(PromptFormat):
                                               bos_token=bos_token, add_generation_prompt=True)
         self._eos = eos_token
 
-    def render(self, messages: Sequence[Message]) -> RenderedPrompt:
+    def render_turns(self, messages: Sequence[Message]) -> RenderedPrompt:
         result = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
         stops = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
         return RenderedPrompt(result.prompt, tuple(s for s in [*stops, self._eos] if s))

@@ -1,0 +1,96 @@
+"""`skillgrad eval SKILL --suite DIR`: the forward pass and loss, headless."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from skillgrad_tui.core.errors import SkillgradError
+
+
+def resolve_run_root(skill_root: Path | None, configured: str) -> Path:
+    base = skill_root.resolve().parent if skill_root is not None else Path.cwd()
+    return (base / configured).resolve()
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from skillgrad_tui.config import load_config
+    from skillgrad_tui.core.agent import Agent, AgentSettings
+    from skillgrad_tui.core.evaluate import evaluate
+    from skillgrad_tui.core.events import Event, TaskFinished
+    from skillgrad_tui.core.llm.factory import make_backend
+    from skillgrad_tui.core.skill import load_skill, recover
+    from skillgrad_tui.core.suites.selection import default_suite_path, select_tasks
+
+    skill_root = None if str(args.skill) == "none" else Path(args.skill)
+    config = load_config(skill_root, args.config)
+    skill = None
+    if skill_root is not None:
+        recover(skill_root)
+        skill = load_skill(skill_root)
+    configured = config.get("suite", "path")
+    suite_path = args.suite or default_suite_path(skill_root, config.resolve_path(configured) if configured else None)
+    if suite_path is None:
+        raise SkillgradError("no task suite: pass --suite DIR or set [suite] path in skillgrad.toml")
+    seed = args.seed if args.seed is not None else config.get("run", "seed")
+    split = args.split or config.get("suite", "split") or None
+    suite, tasks = select_tasks(Path(suite_path), split, seed=seed, limit=args.limit)
+
+    run_dir = args.run_dir or resolve_run_root(skill_root, config.get("run", "dir")) / (
+        time.strftime("eval-%Y%m%d-%H%M%S-") + (skill.short_hash[:6] if skill else "noskill"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    events = (run_dir / "events.jsonl").open("a", encoding="utf-8")
+
+    err = Console(stderr=True)
+    backend = make_backend(config, args.model, use_cache=not args.no_cache)
+    agent = Agent(backend, AgentSettings(mode=config.get("agent", "mode"),
+                                         max_tokens=config.get("agent", "max_tokens"),
+                                         table_rows=config.get("agent", "table_rows")))
+    progress = Progress(TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[acc]}"), TimeRemainingColumn(), console=err,
+                        transient=True, disable=args.json and not err.is_terminal)
+    bar = progress.add_task("eval", total=len(tasks), acc="")
+    passed = 0
+
+    def sink(event: Event) -> None:
+        nonlocal passed
+        events.write(json.dumps(event.to_dict(), ensure_ascii=False, default=str) + "\n")
+        if isinstance(event, TaskFinished):
+            passed += event.passed
+            done = int(progress.tasks[0].completed) + 1
+            progress.update(bar, advance=1, acc=f"acc {passed / done:.2f}")
+
+    try:
+        with progress:
+            result = evaluate(agent, skill, tasks, seed=seed, phase="eval", sink=sink,
+                              traj_dir=run_dir / "trajectories")
+    finally:
+        events.close()
+        backend.close()
+
+    summary: dict[str, Any] = {
+        "skill": str(skill_root) if skill_root else None,
+        "skill_hash": skill.hash if skill else None,
+        "suite": str(suite_path), "split": split, "model": backend.model_id, "seed": seed,
+        "accuracy": result.accuracy, "passed": result.passed, "n": result.n,
+        "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+        "seconds": round(result.seconds, 3),
+        "tasks_per_minute": round(60 * result.n / result.seconds, 2) if result.seconds else None,
+        "run_dir": str(run_dir),
+        "per_task": result.per_task(tasks),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, default=str))
+    else:
+        print(f"accuracy {result.accuracy:.3f} ({result.passed}/{result.n})  "
+              f"tokens {result.prompt_tokens} prompt + {result.completion_tokens} completion  "
+              f"time {result.seconds:.1f}s  ({summary['tasks_per_minute']} tasks/min)")
+        print(f"trajectories: {run_dir / 'trajectories'}")
+    return 0
