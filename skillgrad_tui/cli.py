@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from skillgrad_tui.commands import optimize as optimize_cmd
 from skillgrad_tui.core.errors import SkillgradError
 
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, Handler] = {}
+_COMMANDS.update(optimize_cmd.HANDLERS)  # optimize, history, rollback
 
 
 def command(name: str) -> Callable[[Handler], Handler]:
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--run-dir", type=Path)
     p.add_argument("--json", action="store_true")
+
+    optimize_cmd.add_parsers(sub, _common, _model_opts)
     return parser
 
 

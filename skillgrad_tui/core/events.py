@@ -75,7 +75,7 @@ class TaskFinished(Event):
     completion_tokens: int = 0
     seconds: float = 0.0
     error: str | None = None
-    trajectory: str | None = None  # path of the trajectory JSON, relative to the run dir
+    trajectory: str | None = None  # path of the saved trajectory JSON
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,297 @@
+"""`skillgrad optimize`, `skillgrad history`, `skillgrad rollback`: the headless optimiser commands.
+
+Wiring (cli.py): `add_parsers(sub, _common, _model_opts)` adds the three sub-commands and
+`HANDLERS` maps each name to its handler. Handlers print a SkillgradError as one line on stderr
+and return 2, like the rest of the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from skillgrad_tui.config import SCHEMA, Config, load_config
+from skillgrad_tui.core.errors import SkillgradError
+from skillgrad_tui.core.events import Event, Warning_
+from skillgrad_tui.core.llm.base import Backend, CancelToken
+from skillgrad_tui.core.llm.factory import make_backend
+from skillgrad_tui.core.runlog import (RunError, find_runs, list_versions, new_run_id, replay, restore_version,
+                                       run_skill_path)
+
+Handler = Callable[[argparse.Namespace], int]
+AddArgs = Callable[[argparse.ArgumentParser], None]
+
+
+def add_parsers(sub: Any, common: AddArgs, model_opts: AddArgs) -> None:
+    p = sub.add_parser("optimize", help="tune a skill on a task suite, headless",
+                       description="Optimise a skill like gradient descent: forward on a minibatch, "
+                                   "diagnose failures, update the momentum memory, patch, gate.")
+    common(p)
+    model_opts(p)
+    p.add_argument("skill", type=Path, nargs="?", help="skill folder (optional with --resume)")
+    p.add_argument("--suite", type=Path, help="task suite (default: [suite] path in skillgrad.toml)")
+    p.add_argument("--split", help="the suite's own split to load (WTQ: TSV name; JSONL: 'split' field)")
+    p.add_argument("--train-split", default="train", help="seeded split to train on (train/val/test/all)")
+    p.add_argument("--val-split", default="val", help="seeded split the gate scores on")
+    p.add_argument("--steps", type=int, help="at most this many steps")
+    p.add_argument("--epochs", type=int, help="passes over the training pool (default 1)")
+    p.add_argument("--batch-size", type=int, help="tasks per step (default: config, 4)")
+    p.add_argument("--seed", type=int, help="seed for splits, batch order and models (default: config, 0)")
+    p.add_argument("--optimizer-model", help="model for diagnoser and patcher (default: config, else --model)")
+    p.add_argument("--token-budget", type=int, help="stop once this many tokens were used")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this much time")
+    p.add_argument("--gate", choices=("validation", "all", "ask"),
+                   help="keep a patch if validation does not drop (default), keep all, or ask (TUI only)")
+    p.add_argument("--no-momentum", action="store_true", help="ablation: no memory across steps")
+    p.add_argument("--no-contrastive", action="store_true", help="ablation: no preservation signals")
+    p.add_argument("--plain-batches", action="store_true",
+                   help="train on shuffled minibatches of all tasks, not on the seed skill's failures")
+    p.add_argument("--run-dir", type=Path, help="run directory (default <skill parent>/.skillgrad/runs/<id>)")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every task as it finishes")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+
+    p = sub.add_parser("history", help="list the skill versions of a run with their scores")
+    p.add_argument("run", type=Path, help="run directory (or a run id under ./.skillgrad/runs)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("rollback", help="restore one skill version of a run, atomically")
+    p.add_argument("run", type=Path, help="run directory (or a run id under ./.skillgrad/runs)")
+    p.add_argument("version", type=int)
+    p.add_argument("--skill", type=Path, help="skill folder to restore into (default: the run's skill)")
+
+
+def _fail(exc: SkillgradError) -> int:
+    print(f"skillgrad: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _resolve_run(raw: Path) -> Path:
+    if raw.is_dir():
+        return raw.resolve()
+    candidate = Path.cwd() / ".skillgrad" / "runs" / raw
+    if candidate.is_dir():
+        return candidate.resolve()
+    raise RunError("no such run directory", raw)
+
+
+# ---------------------------------------------------------------------------------------- optimize
+
+
+def _run_settings(run_dir: Path) -> dict[str, Any]:
+    for event in replay(run_dir):
+        if event.kind == "run_started":
+            return dict(getattr(event, "settings"))
+    raise RunError("the run has no run_started event", run_dir)
+
+
+def _suite_path(settings: dict[str, Any]) -> Path | None:
+    """Where a run's suite came from (a JSONL suite may be a file named after the suite)."""
+    root = settings.get("suite_path")
+    if not root:
+        return None
+    root_p = Path(root)
+    if settings.get("suite_format") == "jsonl" and not (root_p / "tasks.jsonl").is_file():
+        named = sorted(root_p.glob("*.jsonl"))
+        return named[0] if len(named) == 1 else root_p
+    return root_p
+
+
+def _explicit(config: Config, section: str, key: str) -> Any:
+    """A value the config file sets, else None (so a schema default does not override ours)."""
+    return config.values.get(section, {}).get(key)
+
+
+def _options(args: argparse.Namespace, config: Config, skill_root: Path) -> Any:
+    from skillgrad_tui.core.optimizer import OptimizeOptions
+
+    run_dir = args.run_dir
+    runs = config.get("run", "dir")
+    if run_dir is None and args.resume is None and runs != SCHEMA["run"]["dir"].default:
+        from skillgrad_tui.core.skill import load_skill
+
+        run_dir = skill_root.resolve().parent / runs / new_run_id(load_skill(skill_root).hash)
+    return OptimizeOptions(
+        train_split=args.train_split, val_split=args.val_split,
+        steps=args.steps if args.steps is not None else _explicit(config, "optimize", "steps"),
+        epochs=args.epochs,
+        batch_size=args.batch_size or config.get("optimize", "batch_size"),
+        seed=args.seed if args.seed is not None else config.get("run", "seed"),
+        gate=args.gate or config.get("optimize", "gate"),
+        momentum=not args.no_momentum, contrastive=not args.no_contrastive,
+        failures_only=not args.plain_batches,
+        token_budget=args.token_budget, time_budget_s=args.time_budget,
+        early_stop=config.get("optimize", "early_stop"),
+        momentum_decay=float(config.get("optimize", "momentum_decay")),
+        l2_max_chars=config.get("optimize", "l2_max_chars"),
+        run_dir=run_dir, resume=args.resume,
+    )
+
+
+@contextmanager
+def _ctrl_c_cancels(token: CancelToken, console: Console) -> Iterator[None]:
+    """First Ctrl-C: stop cleanly after the current task (resumable). Second: abort now."""
+    def handler(signum: int, frame: Any) -> None:
+        if token.cancelled:
+            raise KeyboardInterrupt
+        token.cancel()
+        console.print("[yellow]stopping after the current task (Ctrl-C again to abort)...[/]")
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    try:
+        return _optimize(args)
+    except SkillgradError as exc:
+        return _fail(exc)
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from skillgrad_tui.commands.printer import EventPrinter, versions_table
+    from skillgrad_tui.core.agent import AgentSettings
+    from skillgrad_tui.core.optimizer import optimize
+    from skillgrad_tui.core.suites import load_suite
+
+    if args.gate == "ask":
+        raise SkillgradError("--gate ask needs a person to review each edit: run it in the terminal app "
+                             "(`skillgrad tui`), or use --gate validation / --gate all headless")
+    skill_root: Path | None = args.skill
+    suite_path: Path | None = args.suite
+    split: str | None = args.split
+    if args.resume is not None:
+        args.resume = _resolve_run(args.resume)
+        settings = _run_settings(args.resume)
+        skill_root = skill_root or run_skill_path(args.resume)
+        suite_path = suite_path or _suite_path(settings)
+        split = split if split is not None else settings.get("suite_split")
+    if skill_root is None:
+        raise SkillgradError("give the skill folder to optimise (or --resume RUN)")
+    config = load_config(skill_root, args.config)
+    if suite_path is None:
+        raw = config.get("suite", "path")
+        if not raw:
+            raise SkillgradError("no task suite: pass --suite DIR or set [suite] path in skillgrad.toml")
+        suite_path = config.resolve_path(raw)
+        split = split if split is not None else (config.get("suite", "split") or None)
+    options = _options(args, config, skill_root)
+    if options.gate == "ask" and args.resume is None:
+        raise SkillgradError("the config sets optimize.gate = 'ask', which needs the terminal app; pass "
+                             "--gate validation or --gate all to run headless", config.source)
+    suite = load_suite(suite_path, split)
+    agent = AgentSettings(mode=config.get("agent", "mode"), max_tokens=config.get("agent", "max_tokens"),
+                          table_rows=config.get("agent", "table_rows"))
+    use_cache = not args.no_cache
+    task_backend = make_backend(config, args.model, use_cache=use_cache, role="task")
+    opt_backend: Backend = task_backend  # one loaded model serves both roles unless asked otherwise
+    if args.optimizer_model or config.get("model", "optimizer"):
+        opt_backend = make_backend(config, args.optimizer_model, use_cache=use_cache, role="optimizer")
+    console = Console(stderr=args.json)
+    printer: Callable[[Event], None]
+    if args.json:
+        def printer(e: Event) -> None:
+            if isinstance(e, Warning_):
+                console.print(f"warning: {e.message}", highlight=False, soft_wrap=True)
+        closer: Callable[[], None] = lambda: None  # noqa: E731
+    else:
+        ep = EventPrinter(console, verbose=args.verbose)
+        printer, closer = ep, ep.close
+    token = CancelToken()
+    try:
+        with _ctrl_c_cancels(token, console):
+            result = optimize(skill_root, suite, task_backend, opt_backend, options, agent_settings=agent,
+                              sink=printer, cancel=token)
+    finally:
+        closer()
+        task_backend.close()
+        if opt_backend is not task_backend:
+            opt_backend.close()
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        console.print(versions_table(result.versions, best=result.best_version,
+                                     current_hash=result.final_skill_hash))
+        console.print(f"run {result.run_dir}: {result.reason}; "
+                      f"{result.prompt_tokens + result.completion_tokens} tokens, {result.seconds:.1f}s",
+                      highlight=False, soft_wrap=True)
+        if result.reason in ("budget", "cancelled"):
+            console.print(f"continue with: skillgrad optimize --resume {result.run_dir}", highlight=False,
+                          soft_wrap=True)
+    return 130 if result.reason == "cancelled" else 0
+
+
+# ----------------------------------------------------------------------------------------- history
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    try:
+        return _history(args)
+    except SkillgradError as exc:
+        return _fail(exc)
+
+
+def _history(args: argparse.Namespace) -> int:
+    from skillgrad_tui.commands.printer import versions_table
+    from skillgrad_tui.core.optimizer import best_version
+    from skillgrad_tui.core.skill import load_skill
+
+    run_dir = _resolve_run(args.run)
+    versions = list_versions(run_dir)
+    best = best_version(versions)
+    skill = run_skill_path(run_dir)
+    on_disk: str | None = None
+    if skill is not None and skill.is_dir():
+        try:
+            on_disk = load_skill(skill).hash
+        except SkillgradError:
+            on_disk = None
+    reason = next((getattr(e, "reason") for e in reversed(list(replay(run_dir))) if e.kind == "run_finished"), None)
+    current = next((v.version for v in reversed(versions) if v.skill_hash == on_disk), None)
+    if args.json:
+        print(json.dumps({"run_dir": str(run_dir), "skill": str(skill) if skill else None, "reason": reason,
+                          "versions": [v.to_dict() for v in versions],
+                          "best_version": best.version if best else None, "current_version": current},
+                         ensure_ascii=False))
+        return 0
+    console = Console()
+    console.print(versions_table(versions, best=best.version if best else None, current_hash=on_disk))
+    console.print(f"run {run_dir}: {reason or 'not finished (resume with skillgrad optimize --resume)'}",
+                  highlight=False, soft_wrap=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- rollback
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    try:
+        run_dir = _resolve_run(args.run)
+        target = args.skill or run_skill_path(run_dir)
+        if target is None:
+            raise RunError("the run does not say which skill it optimised; pass --skill PATH", run_dir)
+        skill = restore_version(run_dir, args.version, target)
+    except SkillgradError as exc:
+        return _fail(exc)
+    print(f"restored version {args.version} ({skill.hash[:12]}) into {skill.root}")
+    return 0
+
+
+HANDLERS: dict[str, Handler] = {"optimize": cmd_optimize, "history": cmd_history, "rollback": cmd_rollback}
+
+__all__ = ["HANDLERS", "add_parsers", "find_runs"]

@@ -1,0 +1,802 @@
+"""The optimisation loop (method.md): forward, gradient, momentum, patch, gate; epochs, early stop,
+budgets, resume.
+
+The loop is a small state machine whose state lives in the run directory's state.json. Every
+stage ends with a durable commit, and the next stage reads back what was committed (the momentum
+memory included) instead of trusting in-memory leftovers, so an uninterrupted run and a run killed
+with SIGKILL and resumed take exactly the same path: same seeds, same inputs, same skill versions.
+
+Ordering that makes the user's skill safe: a candidate version is written into the run directory
+(and scored from there) before anything touches the user's folder; the decision is committed to
+state.json before the patch is applied (atomically, by skill.apply_patch); on resume the folder's
+hash must equal the version before or after that patch, or the run refuses to continue.
+
+Stages of step k: "forward" (minibatch, diagnosis, momentum update, proposal, gate decision for
+"all"/"ask") -> "gate" (validation score, kept or rolled back; apply; score for the record) -> the
+step commit, which moves to step k + 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from skillgrad_tui.core.agent import Agent, AgentSettings
+from skillgrad_tui.core.errors import Cancelled, SkillgradError
+from skillgrad_tui.core.evaluate import EvalResult, evaluate, load_trajectory, trajectory_file
+from skillgrad_tui.core.events import (Event, EventSink, GradientComputed, MemoryUpdated, PatchDecided,
+                                       PatchProposed, Progress, RunFinished, RunStarted, StepFinished, StepStarted,
+                                       TaskFinished, ValidationScored, VersionSaved, Warning_, null_sink)
+from skillgrad_tui.core.gradient import ContrastiveDiagnoser, FailureDiagnoser, PreservationSignal, TextGradient
+from skillgrad_tui.core.llm.base import Backend, CancelToken, Completion, CompletionRequest
+from skillgrad_tui.core.momentum import MomentumMemory
+from skillgrad_tui.core.patcher import Patcher, Proposal
+from skillgrad_tui.core.records import Task, Trajectory
+from skillgrad_tui.core.runlog import RunError, RunLog, VersionRecord, default_runs_root, new_run_id
+from skillgrad_tui.core.skill import (Edit, Patch, Skill, apply_edits_in_memory, apply_patch, load_skill, recover,
+                                     snapshot)
+from skillgrad_tui.core.suites import Suite
+from skillgrad_tui.core.suites.splits import select_split, split_tasks
+
+GATES = ("validation", "all", "ask")
+STATE_FORMAT = 1
+SCORE_EPS = 1e-9
+FINISHED_REASONS = ("steps", "early_stop", "no_failures")  # a run that ended by itself, not resumable
+
+
+@dataclass
+class OptimizeOptions:
+    train_split: str = "train"
+    val_split: str = "val"  # names for select_split on split_tasks(suite.tasks, seed)
+    steps: int | None = None
+    epochs: int | None = None  # default: 1 epoch over the train pool, capped by steps
+    batch_size: int = 4
+    seed: int = 0
+    gate: str = "validation"  # "validation" | "all" | "ask"
+    momentum: bool = True
+    contrastive: bool = True
+    failures_only: bool = True  # train on the seed skill's failures (paper) vs plain minibatches
+    token_budget: int | None = None
+    time_budget_s: float | None = None
+    early_stop: int = 4  # stop after this many consecutive all-pass batches
+    momentum_decay: float = 0.8
+    l2_max_chars: int = 6000
+    run_dir: Path | None = None  # default <skill parent>/.skillgrad/runs/<run-id>
+    resume: Path | None = None  # an existing run dir to continue
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("run_dir", "resume"):
+            d[key] = str(d[key]) if d[key] is not None else None
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "OptimizeOptions":
+        names = {f.name for f in fields(OptimizeOptions)}
+        opts = OptimizeOptions(**{k: v for k, v in d.items() if k in names})
+        opts.run_dir = Path(opts.run_dir) if opts.run_dir else None
+        opts.resume = Path(opts.resume) if opts.resume else None
+        return opts
+
+
+@dataclass
+class ReviewItem:
+    """One proposed edit, for the human gate."""
+
+    index: int
+    edit: Edit
+    pattern_label: str
+    gradients: list[str]
+    tasks: list[str]
+    rationale: str
+
+
+@dataclass
+class ReviewRequest:
+    step: int
+    skill: Skill
+    items: list[ReviewItem]
+
+
+@dataclass
+class ReviewDecision:
+    accepted: list[int]
+    rejected: list[int]
+    replaced: dict[int, str] = field(default_factory=dict)  # index -> user-edited new text
+
+
+ReviewFn = Callable[[ReviewRequest], ReviewDecision]  # called from the worker thread; may block
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    reason: str
+    versions: list[VersionRecord]
+    best_version: int | None
+    final_skill_hash: str
+    best_score: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "reason": self.reason,
+                "versions": [v.to_dict() for v in self.versions], "best_version": self.best_version,
+                "best_score": self.best_score, "final_skill_hash": self.final_skill_hash,
+                "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+                "seconds": round(self.seconds, 3)}
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A seed for one use (batch order, a role in a step) that depends only on the run's seed."""
+    digest = hashlib.sha256(json.dumps([seed, *parts], default=str).encode("utf-8")).hexdigest()
+    return int(digest[:8], 16) % (2**31 - 1)
+
+
+def best_version(versions: list[VersionRecord]) -> VersionRecord | None:
+    """Highest validation score; ties go to the shorter skill, then the earlier version."""
+    scored = [v for v in versions if v.val_score is not None]
+    return min(scored, key=lambda v: (-(v.val_score or 0.0), v.chars, v.version)) if scored else None
+
+
+def plan_schedule(pool: list[str], options: OptimizeOptions) -> list[list[str]]:
+    """Minibatches of task ids: each epoch a seeded order of the pool, cut into batches."""
+    if not pool:
+        return []
+    epochs = options.epochs or 1
+    out: list[list[str]] = []
+    for epoch in range(epochs):
+        order = sorted(pool, key=lambda tid: (derive_seed(options.seed, "order", epoch, tid), tid))
+        out += [order[i:i + options.batch_size] for i in range(0, len(order), options.batch_size)]
+    return out[: options.steps] if options.steps is not None else out
+
+
+class _BudgetSpent(Exception):
+    pass
+
+
+class _RunCancel(CancelToken):
+    """Set by the caller's token (the user) or by the loop itself (a budget ran out)."""
+
+    def __init__(self, user: CancelToken | None) -> None:
+        super().__init__()
+        self.user = user
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set() or (self.user is not None and self.user.cancelled)
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise Cancelled()
+
+    def trip(self) -> None:
+        """Stop the run as if cancelled, without touching the caller's token."""
+        self._event.set()
+
+
+class _Metered:
+    """The optimiser roles' backend: counts their tokens and lets cancel/budget stop them."""
+
+    def __init__(self, inner: Backend, run: "_Run") -> None:
+        self.inner = inner
+        self.run = run
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def n_ctx(self) -> int:
+        return self.inner.n_ctx
+
+    def complete(self, request: CompletionRequest, cancel: CancelToken | None = None) -> Completion:
+        self.run.check_budget()
+        self.run.token.raise_if_cancelled()
+        completion = self.inner.complete(request, cancel or self.run.token)
+        self.run.add_role_usage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+        if completion.finish_reason == "cancelled":
+            raise Cancelled()
+        return completion
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def close(self) -> None:  # the caller owns the backend
+        pass
+
+
+def _edit_from_dict(d: dict[str, Any]) -> Edit:
+    return Edit(d["layer"], d["path"], d["old"], d["new"])
+
+
+def _edit_to_dict(e: Edit) -> dict[str, Any]:
+    return {"layer": e.layer, "path": e.path, "old": e.old, "new": e.new}
+
+
+def _mean_score(trajs: list[Trajectory]) -> float:
+    return sum(t.verdict.score if t.verdict else 0.0 for t in trajs) / len(trajs) if trajs else 0.0
+
+
+def _passed(t: Trajectory) -> bool:
+    return bool(t.verdict and t.verdict.passed)
+
+
+class _Run:
+    def __init__(self, skill_root: Path, suite: Suite, task_backend: Backend, opt_backend: Backend,
+                 options: OptimizeOptions, agent_settings: AgentSettings | None, sink: EventSink,
+                 cancel: CancelToken | None, review: ReviewFn | None) -> None:
+        self.skill_root = Path(skill_root).resolve()
+        self.suite = suite
+        self.sink = sink
+        self.review = review
+        self.token = _RunCancel(cancel)
+        self.budget_hit = False
+        self.task_backend = task_backend
+        self.opt = _Metered(opt_backend, self)
+        self.options = options
+        self.agent_settings = agent_settings or AgentSettings()
+        self.log: RunLog | None = None
+        self.state: dict[str, Any] = {}
+        # Tokens and seconds of the stage in progress, on top of what state.json has committed.
+        self.live_prompt = 0
+        self.live_completion = 0
+        self.stage_start = time.monotonic()
+
+    # -- events and budgets ------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        assert self.log is not None
+        self.log.emit(event)  # durable first: what a view shows is always in the log
+        self.sink(event)
+
+    def task_sink(self, event: Event) -> None:
+        self.emit(event)
+        if isinstance(event, TaskFinished):
+            self.live_prompt += event.prompt_tokens
+            self.live_completion += event.completion_tokens
+            self.check_budget(raise_now=False)  # evaluate stops before the next task
+
+    def add_role_usage(self, prompt: int, completion: int) -> None:
+        self.live_prompt += prompt
+        self.live_completion += completion
+
+    def spent(self) -> tuple[int, float]:
+        tokens = self.state["tokens"]["prompt"] + self.state["tokens"]["completion"]
+        seconds = self.state["seconds"] + (time.monotonic() - self.stage_start)
+        return tokens + self.live_prompt + self.live_completion, seconds
+
+    def check_budget(self, raise_now: bool = True) -> None:
+        tokens, seconds = self.spent()
+        over = ((self.options.token_budget is not None and tokens >= self.options.token_budget)
+                or (self.options.time_budget_s is not None and seconds >= self.options.time_budget_s))
+        if over:
+            self.budget_hit = True
+            self.token.trip()
+            if raise_now:
+                raise _BudgetSpent()
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def commit(self, **changes: Any) -> None:
+        """Make a stage durable: the new state and the stage's tokens, in one write.
+
+        The stage's tokens are those of its tasks (reused trajectories included, so a redone
+        stage counts the same) plus its optimiser calls: a function of the inputs, not of crashes.
+        """
+        assert self.log is not None
+        st = self.state
+        st["tokens"] = {"prompt": st["tokens"]["prompt"] + self.live_prompt,
+                        "completion": st["tokens"]["completion"] + self.live_completion}
+        st["seconds"] = st["seconds"] + (time.monotonic() - self.stage_start)
+        st.update(changes)
+        self.log.write_state(st)
+        self.live_prompt = self.live_completion = 0
+        self.stage_start = time.monotonic()
+
+    def load_memory(self) -> MomentumMemory:
+        rel = self.state.get("memory")
+        if rel is None:  # --no-momentum: a memory that resets itself at every update
+            return MomentumMemory(decay=self.options.momentum_decay) if self.options.momentum \
+                else MomentumMemory.step_only()
+        assert self.log is not None
+        try:
+            return MomentumMemory.from_dict(self.log.read_json(rel))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunError(f"cannot read the momentum memory snapshot: {exc}", self.log.run_dir / rel) from None
+
+    def save_memory(self, memory: MomentumMemory, rel: str) -> None:
+        assert self.log is not None
+        self.log.write_json(rel, memory.to_dict())  # the snapshot resume reads
+        memory.save(self.log.run_dir)  # memory.json + memory.md: the latest, for people and the TUI
+
+    # -- setup -------------------------------------------------------------------------------------
+
+    def splits(self) -> tuple[list[Task], list[Task]]:
+        splits = split_tasks(self.suite.tasks, self.options.seed)
+        try:
+            train = select_split(splits, self.options.train_split)
+            val = select_split(splits, self.options.val_split)
+        except ValueError as exc:
+            raise SkillgradError(str(exc), self.suite.root) from None
+        return train, val
+
+    def check_options(self, train: list[Task], val: list[Task]) -> None:
+        o = self.options
+        if o.gate not in GATES:
+            raise SkillgradError(f"unknown gate {o.gate!r}; use one of {', '.join(GATES)}")
+        if o.gate == "ask" and self.review is None:
+            raise SkillgradError("the 'ask' gate needs a person to review each edit: use the TUI, "
+                                 "or --gate validation / --gate all headless")
+        if o.batch_size < 1 or (o.steps is not None and o.steps < 1) or (o.epochs is not None and o.epochs < 1):
+            raise SkillgradError("batch size, steps and epochs must be at least 1")
+        if not train:
+            raise SkillgradError(f"the suite has no tasks in the {o.train_split!r} split", self.suite.root)
+        if o.gate == "validation" and not val:
+            raise SkillgradError(f"the validation gate needs tasks in the {o.val_split!r} split, and the suite "
+                                 "has none (use a bigger suite, or --gate all)", self.suite.root)
+
+    def start(self) -> None:
+        o = self.options
+        train, val = self.splits()
+        self.check_options(train, val)
+        skill = load_skill(self.skill_root)
+        run_dir = o.run_dir
+        if run_dir is None:
+            base = default_runs_root(self.skill_root)
+            run_id = new_run_id(skill.hash)
+            run_dir, k = base / run_id, 2
+            while run_dir.exists():
+                run_dir, k = base / f"{run_id}-{k}", k + 1
+        self.log = RunLog(run_dir, create=True)
+        self.state = {
+            "format": STATE_FORMAT, "run_id": self.log.run_dir.name, "skill_root": str(self.skill_root),
+            "suite": {"name": self.suite.name, "root": str(self.suite.root), "format": self.suite.format,
+                      "source_split": self.suite.source_split},
+            "options": o.to_dict(), "agent": asdict(self.agent_settings),
+            "status": "running", "reason": None, "phase": "seed", "step": 1, "stage": "forward",
+            "current": 0, "current_val": None, "schedule": None, "streak": 0, "last_fail": {},
+            "train_stats": {}, "tokens": {"prompt": 0, "completion": 0}, "seconds": 0.0,
+            "memory": None, "pending": None,
+        }
+        self.log.write_state(self.state)  # the commit point of the run's creation: resumable from here
+        self.save_seed_version(skill)
+        self.emit(RunStarted(run_id=self.log.run_dir.name, skill=str(self.skill_root), suite=self.suite.name,
+                             skill_hash=skill.hash, settings=self.settings(train, val, resumed=False)))
+
+    def save_seed_version(self, skill: Skill) -> None:
+        """Version 0, the skill as the run found it (idempotent: a resumed run may redo it)."""
+        assert self.log is not None
+        if not self.log.versions():
+            self.log.save_version(snapshot(skill), skill.root.name, step=0, parent=None, kept=True)
+
+    def resume(self, run_dir: Path) -> None:
+        self.log = RunLog(run_dir)
+        state = self.log.read_state()
+        if state is None:
+            raise RunError("cannot resume: no state.json (the run was stopped while being created); "
+                           "start a new run", run_dir)
+        if state.get("format") != STATE_FORMAT:
+            raise RunError(f"cannot resume: state.json has format {state.get('format')!r}, "
+                           f"this version reads {STATE_FORMAT}", run_dir)
+        self.state = state
+        saved = OptimizeOptions.from_dict(state["options"])
+        # Everything that shapes the run comes from the run; budgets are the new session's.
+        saved.token_budget, saved.time_budget_s = self.options.token_budget, self.options.time_budget_s
+        saved.resume, saved.run_dir = Path(run_dir), self.log.run_dir
+        self.options = saved
+        self.agent_settings = AgentSettings(**state["agent"])
+        if Path(state["skill_root"]) != self.skill_root:
+            self.emit(Warning_(message=f"the run optimised {state['skill_root']}; continuing on {self.skill_root}"))
+        recover(self.skill_root)  # finish our own patch write if the kill interrupted it
+        if state["status"] != "running":
+            return
+        train, val = self.splits()
+        self.check_options(train, val)
+        known = {t.id for t in self.suite.tasks}
+        missing = sorted({i for batch in state.get("schedule") or [] for i in batch} - known)
+        if missing:
+            raise RunError(f"the suite given is not the run's suite: task {missing[0]!r} is missing "
+                           f"(the run used {state['suite']['root']})", self.suite.root)
+        skill = load_skill(self.skill_root)
+        self.save_seed_version(skill)
+        self.emit(RunStarted(run_id=self.log.run_dir.name, skill=str(self.skill_root), suite=self.suite.name,
+                             skill_hash=skill.hash, settings=self.settings(train, val, resumed=True)))
+        where = "seed evaluation" if state["phase"] == "seed" else f"step {state['step']} ({state['stage']})"
+        self.emit(Warning_(message=f"resuming at {where}"))
+
+    def settings(self, train: list[Task], val: list[Task], *, resumed: bool) -> dict[str, Any]:
+        o = self.options
+        schedule = self.state.get("schedule")
+        if schedule is not None:
+            planned = len(schedule)
+        else:  # an estimate until the seed evaluation says how many tasks fail
+            per_epoch = math.ceil(len(train) / o.batch_size)
+            planned = per_epoch * (o.epochs or 1)
+            planned = min(planned, o.steps) if o.steps is not None else planned
+        return {**o.to_dict(), "agent": asdict(self.agent_settings), "planned_steps": planned,
+                "n_train": len(train), "n_val": len(val), "suite_path": str(self.suite.root),
+                "suite_format": self.suite.format, "suite_split": self.suite.source_split,
+                "task_model": self.task_backend.model_id, "optimizer_model": self.opt.model_id,
+                "run_dir": str(self.log.run_dir) if self.log else None, "resumed": resumed}
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def user_skill(self, expect: int) -> Skill:
+        """The user's skill, refused unless it is the version the run expects it to be."""
+        assert self.log is not None
+        skill = load_skill(self.skill_root)
+        want = self.log.version(expect).skill_hash
+        if skill.hash != want:
+            raise RunError(f"the skill was changed outside this run (hash {skill.hash[:12]}, the run expects "
+                           f"version {expect}, {want[:12]}); restore it with `skillgrad rollback "
+                           f"{self.log.run_dir} {expect}` or start a new run", self.skill_root)
+        return skill
+
+    def run_eval(self, skill: Skill, tasks: list[Task], phase: str, step: int, folder: str | int) -> EvalResult:
+        assert self.log is not None
+        traj_dir = self.log.traj_dir(folder, phase)
+        done = self.log.load_trajectories(traj_dir, skill.hash)
+        done = {k: v for k, v in done.items() if k in {t.id for t in tasks}}
+        agent = Agent(self.task_backend, self.agent_settings)
+        return evaluate(agent, skill, tasks, seed=self.options.seed, phase=phase, step=step, sink=self.task_sink,
+                        cancel=self.token, traj_dir=traj_dir, done=done)
+
+    def rel(self, path: Path) -> str:
+        assert self.log is not None
+        return path.relative_to(self.log.run_dir).as_posix()
+
+    # -- the seed evaluation -----------------------------------------------------------------------
+
+    def seed_phase(self, train: list[Task], val: list[Task]) -> None:
+        assert self.log is not None
+        st = self.state
+        skill = self.user_skill(st["current"])
+        last_fail = dict(st["last_fail"])
+        stats = dict(st["train_stats"])
+        if self.options.failures_only:
+            res = self.run_eval(skill, train, "train", 0, "seed")
+            pool = [t.task_id for t in res.trajectories if not _passed(t)]
+            for t in res.trajectories:
+                if not _passed(t):
+                    last_fail[t.task_id] = self.rel(trajectory_file(self.log.traj_dir("seed", "train"), t.task_id))
+            stats[str(st["current"])] = [_mean_score(res.trajectories) * res.n, res.n]
+            if not pool:
+                self.emit(Warning_(message="the seed skill passes every training task: nothing to train on"))
+        else:
+            pool = [t.id for t in train]
+        val_score = None
+        if val:
+            vres = self.run_eval(skill, val, "val", 0, "seed")
+            val_score = _mean_score(vres.trajectories)
+            self.emit(ValidationScored(step=0, skill_hash=skill.hash, score=val_score, n=vres.n))
+        rec = self.log.update_version(st["current"], val_score=val_score,
+                                      train_score=(stats[str(st["current"])][0] / stats[str(st["current"])][1])
+                                      if str(st["current"]) in stats else None)
+        self.emit(VersionSaved(version=rec.version, skill_hash=rec.skill_hash, step=0, val_score=val_score,
+                               train_score=rec.train_score, chars=rec.chars))
+        self.commit(phase="steps", schedule=plan_schedule(pool, self.options), current_val=val_score,
+                    last_fail=last_fail, train_stats=stats)
+
+    # -- one step ----------------------------------------------------------------------------------
+
+    def forward_stage(self, k: int, train: list[Task], val: list[Task]) -> None:
+        """Minibatch, gradients, momentum, proposal; for "all"/"ask" also the decision."""
+        assert self.log is not None
+        st, o = self.state, self.options
+        by_id = {t.id: t for t in self.suite.tasks}
+        batch = [by_id[i] for i in st["schedule"][k - 1]]
+        skill = self.user_skill(st["current"])
+        self.emit(StepStarted(step=k, task_ids=[t.id for t in batch], skill_hash=skill.hash))
+        self.emit(Progress(done=k - 1, total=len(st["schedule"]), phase="steps"))
+        res = self.run_eval(skill, batch, "train", k, k)
+        self.check_budget()
+
+        # 2) gradients: failures, then preservation signals for tasks that passed after failing before
+        diag = FailureDiagnoser(self.opt, seed=derive_seed(o.seed, "diagnose", k))
+        contra = ContrastiveDiagnoser(self.opt, seed=derive_seed(o.seed, "contrast", k))
+        gradients: list[TextGradient] = []
+        signals: list[PreservationSignal] = []
+        for traj in res.trajectories:
+            task = by_id[traj.task_id]
+            if not _passed(traj):
+                g = diag.diagnose(skill, task, traj, k)
+                if g is not None:
+                    gradients.append(g)
+            elif o.contrastive and traj.task_id in st["last_fail"]:
+                before = load_trajectory(self.log.run_dir / st["last_fail"][traj.task_id])
+                if before is not None:
+                    s = contra.compare(skill, task, traj, before, k)
+                    if s is not None:
+                        signals.append(s)
+        failed = [t for t in res.trajectories if not _passed(t)]
+        invalid = diag.invalid_outputs + contra.invalid_outputs
+        self.emit(GradientComputed(step=k, gradients=[g.to_dict() for g in gradients],
+                                   contrastive=[s.to_dict() for s in signals], invalid_outputs=invalid))
+        for role in (diag, contra):
+            if role.backend_errors:
+                self.emit(Warning_(message=f"{role.backend_errors} model call(s) failed: {role.last_error}", step=k))
+
+        # 3) momentum
+        memory = self.load_memory()
+        overlay = memory.update(gradients, k, signals)
+        self.log.write_text("overlay.md", overlay.to_markdown())
+        self.log.write_text(f"overlays/step-{k}.md", overlay.to_markdown())
+        self.emit(MemoryUpdated(step=k, patterns=[p.summary_dict() for p in memory.ranked()],
+                                overlay=overlay.to_markdown()))
+
+        # 4) update: only patterns this batch shows evidence for; their weight carries the history
+        proposal = Proposal()
+        if gradients:
+            touched = [p for p in memory.patterns if k in p.iterations]
+            patcher = Patcher(self.opt, seed=derive_seed(o.seed, "patch", k), l2_max_chars=o.l2_max_chars)
+            proposal = patcher.propose(skill, touched, list(memory.preserved), train + val, k)
+            patch = proposal.to_patch()
+            self.emit(PatchProposed(
+                step=k, patch_id=f"step-{k}", edits=[{**pe.to_dict(), "accepted_by_checks": True}
+                                                     for pe in proposal.edits],
+                rejected=[{**raw, "reason": why} for raw, why in proposal.rejected], rationale=patch.rationale,
+                gradients=patch.gradients, tasks=patch.tasks))
+
+        # 5) the gate's first half: which edits make the candidate
+        pending = self.decide_edits(k, skill, proposal)
+        pending.update({"train_loss": 1.0 - _mean_score(res.trajectories), "all_pass": not failed,
+                        "batch": [t.task_id for t in res.trajectories],
+                        "failed": [t.task_id for t in failed],
+                        "batch_score_sum": _mean_score(res.trajectories) * res.n, "batch_n": res.n,
+                        "step_tokens": [self.live_prompt, self.live_completion],
+                        "seconds_at_start": st["seconds"]})
+        mem_rel = f"memory/step-{k}-update.json"
+        self.save_memory(memory, mem_rel)
+        self.commit(stage="gate", pending=pending, memory=mem_rel)
+
+    def decide_edits(self, k: int, skill: Skill, proposal: Proposal) -> dict[str, Any]:
+        """Build the candidate version from the edits the gate lets through (all of them for
+        "validation" and "all"; the person's choice for "ask"). Nothing is written to the skill."""
+        assert self.log is not None
+        o = self.options
+        items = proposal.edits
+        base = {"patch_id": f"step-{k}", "proposed": [pe.to_dict() for pe in items], "candidate": None,
+                "edits": [], "accepted": [], "rejected": [], "kept": None, "applied": False, "scored": False,
+                "by": {"validation": "gate", "all": "all", "ask": "user"}[o.gate], "reason": ""}
+        if not items:
+            base.update(kept=False, reason="no edit passed the checks" if proposal.rejected else "no edit proposed")
+            return base
+        accepted = list(range(len(items)))
+        replaced: dict[int, str] = {}
+        if o.gate == "ask":
+            assert self.review is not None
+            request = ReviewRequest(k, skill, [ReviewItem(i, pe.edit, pe.pattern_label, list(pe.gradients),
+                                                          list(pe.tasks), pe.rationale) for i, pe in enumerate(items)])
+            decision = self.review(request)
+            accepted = sorted({i for i in decision.accepted if 0 <= i < len(items)})
+            replaced = {int(i): t for i, t in decision.replaced.items() if int(i) in accepted}
+        edits: list[Edit] = []
+        used: list[int] = []
+        for i in accepted:
+            e = items[i].edit
+            if i in replaced:
+                e = Edit(e.layer, e.path, e.old, replaced[i])
+            try:
+                apply_edits_in_memory(skill, edits + [e])
+            except SkillgradError as exc:  # e.g. it relied on an edit the person rejected
+                self.emit(Warning_(message=f"edit {i} dropped: {exc}", step=k))
+                continue
+            edits.append(e)
+            used.append(i)
+        base["accepted"], base["rejected"] = used, [i for i in range(len(items)) if i not in used]
+        base["edits"] = [_edit_to_dict(e) for e in edits]
+        if not edits:
+            base.update(kept=False, reason="every edit was rejected")
+            return base
+        files = dict(self.log.version_files(self.state["current"]))
+        for rel, text in apply_edits_in_memory(skill, edits).items():
+            files[rel] = text.encode("utf-8")
+        rec = self.log.save_version(files, skill.root.name, step=k, parent=self.state["current"])
+        base["candidate"] = rec.version
+        if o.gate != "validation":
+            base.update(kept=True, reason="accepted by the person" if o.gate == "ask" else "gate 'all' keeps every edit")
+        return base
+
+    def gate_stage(self, k: int, val: list[Task]) -> None:
+        """Score, decide, apply, each behind its own commit, until the step is complete."""
+        assert self.log is not None
+        while True:
+            pend = self.state["pending"]
+            cand = pend["candidate"]
+            if cand is not None and not pend["scored"] and (pend["kept"] is None or pend["applied"]):
+                self.score_candidate(k, cand, val)
+            elif pend["kept"] is None:
+                self.decide_by_validation(k)
+            elif pend["kept"] and not pend["applied"]:
+                self.apply(k)
+            else:
+                return
+
+    def score_candidate(self, k: int, cand: int, val: list[Task]) -> None:
+        assert self.log is not None
+        pend = dict(self.state["pending"])
+        score: float | None = None
+        if val:
+            skill = self.log.load_version(cand)
+            res = self.run_eval(skill, val, "val", k, k)
+            score = _mean_score(res.trajectories)
+            self.emit(ValidationScored(step=k, skill_hash=skill.hash, score=score, n=res.n))
+        self.log.update_version(cand, val_score=score)
+        pend.update(scored=True, val_score=score)
+        pend["step_tokens"] = [pend["step_tokens"][0] + self.live_prompt,
+                               pend["step_tokens"][1] + self.live_completion]
+        self.commit(pending=pend)
+
+    def decide_by_validation(self, k: int) -> None:
+        assert self.log is not None
+        pend = dict(self.state["pending"])
+        cand = self.log.version(pend["candidate"])
+        cur = self.log.version(self.state["current"])
+        new, old = pend["val_score"], self.state["current_val"]
+        if new > old + SCORE_EPS:
+            kept, why = True, f"validation {old:.3f} -> {new:.3f}"
+        elif abs(new - old) <= SCORE_EPS:
+            kept = cand.chars <= cur.chars
+            why = (f"validation tied at {new:.3f}; "
+                   + ("kept the shorter skill" if kept else "kept the shorter current skill"))
+        else:
+            kept, why = False, f"validation dropped {old:.3f} -> {new:.3f}"
+        if not kept:
+            pend["rejected"] = sorted(set(pend["rejected"]) | set(pend["accepted"]))
+            pend["accepted"] = []
+        pend.update(kept=kept, reason=why)
+        self.commit(pending=pend)
+
+    def apply(self, k: int) -> None:
+        assert self.log is not None
+        pend = dict(self.state["pending"])
+        cand = self.log.version(pend["candidate"])
+        pre = self.log.version(self.state["current"])
+        on_disk = load_skill(self.skill_root).hash
+        if on_disk == pre.skill_hash:
+            patch = Patch([_edit_from_dict(e) for e in pend["edits"]], rationale=pend["reason"])
+            after = apply_patch(self.skill_root, patch)
+            if after.hash != cand.skill_hash:
+                raise RunError(f"applying step {k}'s patch gave {after.hash[:12]}, not version {cand.version} "
+                               f"({cand.skill_hash[:12]})", self.skill_root)
+        elif on_disk != cand.skill_hash:
+            raise RunError(f"the skill was changed outside this run (hash {on_disk[:12]} is neither version "
+                           f"{pre.version} nor {cand.version}); restore one with `skillgrad rollback "
+                           f"{self.log.run_dir} VERSION`", self.skill_root)
+        pend["applied"] = True
+        self.commit(pending=pend)
+
+    def finish_step(self, k: int) -> None:
+        """Record the patch outcome in the memory, move to step k + 1, emit the step's summary."""
+        assert self.log is not None
+        st = self.state
+        pend = st["pending"]
+        memory = self.load_memory()
+        kept = bool(pend["kept"])
+        by_pattern: dict[tuple[str, bool], list[str]] = {}
+        for i, d in enumerate(pend["proposed"]):
+            ok = kept and i in pend["accepted"]
+            summary = f"{d['layer']} {d['path']}: {' '.join(d['new'].split())[:100]}"
+            by_pattern.setdefault((d["pattern"], ok), []).append(summary)
+        for (pid, ok), summaries in by_pattern.items():
+            try:
+                memory.record_patch(pid, k, " / ".join(summaries), kept=ok)
+            except KeyError:  # the no-momentum memory may not have it; nothing to record against
+                pass
+        current, current_val = st["current"], st["current_val"]
+        if pend["candidate"] is not None:
+            cand = self.log.update_version(pend["candidate"], kept=kept)
+            self.emit(PatchDecided(step=k, patch_id=pend["patch_id"], accepted=pend["accepted"] if kept else [],
+                                   rejected=pend["rejected"] if kept else list(range(len(pend["proposed"]))),
+                                   by=pend["by"], reason=pend["reason"]))
+            self.emit(VersionSaved(version=cand.version, skill_hash=cand.skill_hash, step=k,
+                                   val_score=cand.val_score, chars=cand.chars))
+            if kept:
+                current, current_val = cand.version, cand.val_score
+        elif pend["proposed"]:
+            self.emit(PatchDecided(step=k, patch_id=pend["patch_id"], accepted=[],
+                                   rejected=list(range(len(pend["proposed"]))), by=pend["by"], reason=pend["reason"]))
+        stats = {key: list(v) for key, v in st["train_stats"].items()}
+        s = stats.setdefault(str(st["current"]), [0.0, 0])
+        s[0] += pend["batch_score_sum"]
+        s[1] += pend["batch_n"]
+        self.log.update_version(st["current"], train_score=s[0] / s[1] if s[1] else None)
+        last_fail = dict(st["last_fail"])
+        for tid in pend["failed"]:
+            last_fail[tid] = self.rel(trajectory_file(self.log.traj_dir(k, "train"), tid))
+        mem_rel = f"memory/step-{k}-final.json"
+        self.save_memory(memory, mem_rel)
+        skill_hash = self.log.version(current).skill_hash
+        p, c = pend["step_tokens"]
+        self.emit(StepFinished(step=k, train_loss=pend["train_loss"], val_score=pend.get("val_score"),
+                               kept=kept, skill_hash=skill_hash, prompt_tokens=p, completion_tokens=c,
+                               seconds=st["seconds"] + (time.monotonic() - self.stage_start)
+                               - pend["seconds_at_start"]))
+        streak = st["streak"] + 1 if pend["all_pass"] else 0
+        self.commit(step=k + 1, stage="forward", pending=None, current=current, current_val=current_val,
+                    streak=streak, last_fail=last_fail, train_stats=stats, memory=mem_rel)
+
+    # -- the whole run -----------------------------------------------------------------------------
+
+    def loop(self) -> str:
+        train, val = self.splits()
+        if self.state["phase"] == "seed":
+            self.check_budget()
+            self.seed_phase(train, val)
+        while True:
+            st = self.state
+            k = st["step"]
+            if st["stage"] == "forward":
+                if st["streak"] >= self.options.early_stop:
+                    return "early_stop"
+                if k > len(st["schedule"]):
+                    return "steps" if st["schedule"] else "no_failures"
+                self.check_budget()
+                self.forward_stage(k, train, val)
+            self.check_budget()
+            self.gate_stage(k, val)
+            self.finish_step(k)
+
+    def result(self, reason: str) -> RunResult:
+        assert self.log is not None
+        versions = self.log.versions()
+        best = best_version(versions)
+        try:
+            final = load_skill(self.skill_root).hash
+        except SkillgradError:
+            final = ""
+        st = self.state
+        return RunResult(self.log.run_dir, reason, versions, best.version if best else None, final,
+                         best.val_score if best else None, st["tokens"]["prompt"] + self.live_prompt,
+                         st["tokens"]["completion"] + self.live_completion,
+                         st["seconds"] + (time.monotonic() - self.stage_start))
+
+    def run(self) -> RunResult:
+        try:
+            if self.options.resume is not None:
+                self.resume(self.options.resume)
+                if self.state["status"] != "running":
+                    return self.result(self.state["reason"])
+            else:
+                self.start()
+            try:
+                reason = self.loop()
+            except (Cancelled, _BudgetSpent):
+                reason = "budget" if self.budget_hit else "cancelled"
+            except BaseException as exc:
+                try:
+                    if not isinstance(exc, KeyboardInterrupt):
+                        self.emit(Warning_(message=f"run stopped by an error: {exc}"))
+                    self.emit(RunFinished(reason="error"))
+                except Exception:  # the log itself may be what failed; the original error matters
+                    pass
+                raise
+            if reason in FINISHED_REASONS:
+                self.commit(status="finished", reason=reason)
+            else:
+                # Stopped early: the work of the unfinished stage stays uncommitted and is redone
+                # (its finished tasks reused) when the run is resumed.
+                self.state["reason"] = reason
+            res = self.result(reason)
+            self.emit(RunFinished(reason=reason, best_version=res.best_version, best_score=res.best_score))
+            return res
+        finally:
+            if self.log is not None:
+                self.log.close()
+
+
+def optimize(skill_root: Path, suite: Suite, task_backend: Backend, opt_backend: Backend,
+             options: OptimizeOptions, *, agent_settings: AgentSettings | None = None,
+             sink: EventSink = null_sink, cancel: CancelToken | None = None,
+             review: ReviewFn | None = None) -> RunResult:
+    """Optimise the skill at `skill_root` on `suite` (or continue `options.resume`)."""
+    return _Run(skill_root, suite, task_backend, opt_backend, options, agent_settings, sink, cancel,
+                review).run()
