@@ -70,7 +70,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "split": Key(str, ""),
     },
     "agent": {
-        "max_tokens": Key(int, 64, _at_least(1)),
+        "max_tokens": Key(int, 48, _at_least(1)),
         "table_rows": Key(int, 40, _at_least(1)),
         "mode": Key(str, "inline", _one_of("inline", "tools")),
     },

@@ -30,13 +30,18 @@ _FENCE_RE = re.compile(r"```(?:python|py)?\s*\n(.*?)(?:```|$)", re.DOTALL)
 _PREFIX_RE = re.compile(r"^(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*[:：]\s*|^(?:the\s+)?answer\s+is\s+",
                         re.IGNORECASE)
 ANSWER_CUE = "Answer:"
+# One made-up worked example, identical for every task (so it stays inside the shared prefix).
+# Without it the 270M base model mostly echoes the table instead of answering.
+FORMAT_EXAMPLE = ("Example of the expected reply format:\nTable (3 rows):\nrow | City | Population\n"
+                  "1 | Oslo | 700,000\n2 | Bergen | 285,000\n3 | Trondheim | 210,000\n"
+                  "Question: which city has the smallest population?\nAnswer: Trondheim")
 _BULLET_RE = re.compile(r"^(?:[-*•]\s+|\d+[.)]\s+)")
 
 
 @dataclass
 class AgentSettings:
     mode: str = "inline"  # "inline" | "tools"
-    max_tokens: int = 64  # answer budget for QA tasks
+    max_tokens: int = 48  # answer budget for QA tasks: answers are short, small models ramble
     table_rows: int = 40
     code_max_tokens: int = 512  # spreadsheet tasks: the script the model writes
     max_turns: int = 4
@@ -161,7 +166,7 @@ class Agent:
             f"Question: {task.question}\n"
             "Reply with only the answer value(s), one per line.")
         # The open assistant turn starting with a cue keeps base models from echoing the prompt.
-        return [Message("system", skill_block(skill)), Message("user", user),
+        return [Message("system", f"{skill_block(skill)}\n\n{FORMAT_EXAMPLE}"), Message("user", user),
                 Message("assistant", ANSWER_CUE)]
 
     def _run_inline_qa(self, skill: Skill | None, task: Task, seed: int,
