@@ -80,17 +80,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Models", show_lines=False)
-    for col in ("name", "size", "chat", "ctx", "sha256", "source", "path"):
+    table = Table(title="Models (* = default)", show_lines=False)
+    for col in ("name", "size", "chat", "ctx", "sha256", "source"):
         table.add_column(col, overflow="fold")
     default = config.get("model", "default")
+    home = str(Path.home())
     for m in found:
-        status = "[red]" + (m.error or "") + "[/]" if m.error else (
-            "verified" if m.verified else "unverified" if m.verified is False else "")
+        check = "[red]" + (m.error or "") + "[/]" if m.error else (
+            "[green]verified[/]" if m.verified else "[yellow]mismatch[/]" if m.verified is False else "")
         name = f"{m.name} *" if m.name == default else m.name
+        source = m.source.replace("embedded (package ", "package ").rstrip(")")
         table.add_row(name, f"{m.size / 1e6:.0f} MB", "yes" if m.chat_template else "no",
-                      str(m.context_length or "?"), f"{(m.sha256 or '')[:12]} {status}".strip(),
-                      m.source, str(m.path))
+                      str(m.context_length or "?"), f"{(m.sha256 or '')[:12]} {check}".strip(),
+                      f"{source}\n[dim]{str(m.path).replace(home, '~')}[/]")
     Console().print(table)
     return 0 if all(m.error is None for m in found) else 1
 

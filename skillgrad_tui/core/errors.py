@@ -63,9 +63,10 @@ class PromptTooLong(BackendError):
 class OutputInvalid(BackendError):
     """The model never produced output that parses and validates, within the retry bound."""
 
-    def __init__(self, message: str, attempts: int, last_text: str) -> None:
+    def __init__(self, message: str, attempts: int, last_text: str, usage: object = None) -> None:
         self.attempts = attempts
         self.last_text = last_text
+        self.usage = usage  # llm.base.Usage of every failed attempt, so budgets still count them
         super().__init__(f"{message} (after {attempts} attempts; last output: {last_text[:200]!r})")
 
 

@@ -72,4 +72,4 @@ def complete_with_schema(once: Callable[[CompletionRequest], Completion],
         completion.invalid_outputs = attempt
         return completion
     raise OutputInvalid(f"model output never matched the JSON schema: {last_error}",
-                        request.json_attempts, last_text)
+                        request.json_attempts, last_text, total)
