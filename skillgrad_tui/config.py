@@ -186,14 +186,7 @@ def _toml_error_line(message: str) -> int | None:
 
 def save_config(config: Config, path: Path) -> None:
     """Write atomically: a half-written config would be worse than none."""
-    import os
-    import tempfile
+    from skillgrad_tui.core.atomic import write_file_atomically
 
     validate(config.values, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        tomli_w.dump(config.values, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_file_atomically(path, tomli_w.dumps(config.values).encode("utf-8"))

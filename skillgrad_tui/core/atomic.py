@@ -59,7 +59,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     # Makes renames and unlinks in `path` durable; some filesystems refuse fsync on a dir.
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -178,17 +178,26 @@ def write_files_atomically(
     _roll_forward(root, journal, journal_path(root, journal_dir))
 
 
-def _write_journal(path: Path, journal: dict[str, Any]) -> None:
+def write_file_atomically(path: Path, data: bytes, *, prefix: str = "") -> None:
+    """One file: temp + fsync + rename + fsync(dir). Readers see the old or the new content.
+
+    For the app's own state (run logs, journals, config, trajectories); several files of a
+    skill go through `write_files_atomically`, which adds the journal.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / f".{path.name}{TEMP_MARKER}{secrets.token_hex(6)}"
+    temp = path.parent / f"{prefix}.{path.name}{TEMP_MARKER}{secrets.token_hex(6)}"
     try:
-        _write_new_file(temp, json.dumps(journal, indent=1).encode("utf-8"), None)
+        _write_new_file(temp, data, None)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
+
+
+def _write_journal(path: Path, journal: dict[str, Any]) -> None:
+    write_file_atomically(path, json.dumps(journal, indent=1).encode("utf-8"))
 
 
 def _prune_empty_dirs(root: Path, start: Path) -> None:
@@ -229,9 +238,9 @@ def _roll_forward(root: Path, journal: dict[str, Any], jpath: Path) -> int:
         _hook("deleted", count)
     for d in touched_dirs:
         if d.exists():
-            _fsync_dir(d)
+            fsync_dir(d)
     jpath.unlink()
-    _fsync_dir(jpath.parent)
+    fsync_dir(jpath.parent)
     return done
 
 

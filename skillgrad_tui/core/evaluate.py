@@ -7,13 +7,13 @@ all three report the same numbers from the same trajectories.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from skillgrad_tui.core.agent import Agent
+from skillgrad_tui.core.atomic import write_file_atomically
 from skillgrad_tui.core.errors import Cancelled
 from skillgrad_tui.core.evaluators import get_evaluator
 from skillgrad_tui.core.events import EventSink, Progress, TaskFinished, TaskStarted, null_sink
@@ -63,10 +63,8 @@ def trajectory_file(traj_dir: Path, task_id: str) -> Path:
 
 def save_trajectory(path: Path, trajectory: Trajectory) -> None:
     """Atomic, so a resumed run never reads half a trajectory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(trajectory.to_dict(), ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    data = json.dumps(trajectory.to_dict(), ensure_ascii=False, default=str).encode("utf-8")
+    write_file_atomically(path, data)
 
 
 def load_trajectory(path: Path) -> Trajectory | None:

@@ -17,7 +17,6 @@ any moment leaves each file either old or new. Nothing here writes inside the us
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from skillgrad_tui.core.atomic import fsync_dir, write_file_atomically
 from skillgrad_tui.core.errors import SkillgradError
 from skillgrad_tui.core.events import Event
 from skillgrad_tui.core.records import Trajectory
@@ -61,30 +61,9 @@ def _hook(stage: str) -> None:
 # ------------------------------------------------------------------------------------ primitives
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write temp + fsync + rename: readers (and a resumed run) see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
+    """Readers (and a resumed run) see the old or the new file; temp names start with _TMP_PREFIX."""
+    write_file_atomically(path, data, prefix=_TMP_PREFIX)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -245,7 +224,7 @@ class RunLog:
                     f.truncate(cut)
                     os.fsync(f.fileno())
         f = open(path, "ab")
-        _fsync_dir(self.run_dir)
+        fsync_dir(self.run_dir)
         return f
 
     def close(self) -> None:
@@ -409,9 +388,9 @@ class RunLog:
                 f.flush()
                 os.fsync(f.fileno())
         for d in {(root / rel).parent for rel in files} | {root, tmp}:
-            _fsync_dir(d)
+            fsync_dir(d)
         os.rename(tmp, final)
-        _fsync_dir(versions)
+        fsync_dir(versions)
         _hook("version_dir")
 
     def update_version(self, n: int, **changes: Any) -> VersionRecord:

@@ -21,6 +21,7 @@ from typing import Any
 
 import platformdirs
 
+from skillgrad_tui.core.atomic import write_file_atomically
 from skillgrad_tui.core.errors import ModelError
 from skillgrad_tui.core.llm.gguf_info import GGUFInfo, read_gguf_info
 
@@ -74,10 +75,7 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     index[key] = digest.hexdigest()
-    index_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = index_path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(index, indent=0))
-    os.replace(tmp, index_path)
+    write_file_atomically(index_path, json.dumps(index, indent=0).encode("utf-8"))
     return str(index[key])
 
 
