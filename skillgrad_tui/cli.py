@@ -64,6 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     optimize_cmd.add_parsers(sub, _common, _model_opts)
+
+    p = sub.add_parser("tui", help="the terminal app (the default command)")
+    _common(p)
+    _model_opts(p)
+    p.add_argument("skill", type=Path, nargs="?", default=Path("."), help="skill folder (default: .)")
+    p.add_argument("--suite", type=Path)
+    p.add_argument("--watch", action="store_true", help="start with watch mode on")
+
+    from skillgrad_tui.tui.watch import add_watch_arguments
+
+    p = sub.add_parser("watch", help="re-evaluate a skill whenever its files change")
+    _common(p)
+    _model_opts(p)
+    add_watch_arguments(p)
     return parser
 
 
@@ -111,6 +125,20 @@ def cmd_grade(args: argparse.Namespace) -> int:
         if report.unknown_ids:
             print(f"{len(report.unknown_ids)} predictions for ids not in the split (ignored)")
     return 0
+
+
+@command("tui")
+def cmd_tui(args: argparse.Namespace) -> int:
+    from skillgrad_tui.tui.app import run_app
+
+    return run_app(args.skill, args.suite, args.config, args.model, args.no_cache, watch=args.watch)
+
+
+@command("watch")
+def cmd_watch(args: argparse.Namespace) -> int:
+    from skillgrad_tui.tui.watch import watch_command
+
+    return watch_command(args)
 
 
 @command("eval")

@@ -506,3 +506,15 @@ def test_nothing_of_ours_inside_skill(tmp_path: Path) -> None:
     apply_patch(root, Patch([Edit("L3", "references/columns.md", "Use the header row.", "Header first.")]))
     restore_snapshot(root, snapshot(load_skill(root)))
     assert sorted(tree(root)) == ["SKILL.md", "references/columns.md", "scripts/count.py"]
+
+
+def test_editor_swap_and_backup_files_are_not_part_of_the_skill(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "table-qa"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "skills" / "table-qa", root)
+    before = load_skill(root).hash
+    for name in (".SKILL.md.swp", "SKILL.md~", "4913", ".#SKILL.md"):
+        (root / name).write_bytes(b"\x00editor state")
+    after = load_skill(root)
+    assert after.hash == before and not any(n.endswith((".swp", "~")) for n in after.assets)

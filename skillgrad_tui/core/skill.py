@@ -10,6 +10,7 @@ the journalled writer in atomic.py. Our own state (journal, lock) lives in
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import re
@@ -35,6 +36,8 @@ BODY_LINES_WARN = 500  # Agent Skills guidance: keep SKILL.md under ~500 lines, 
 KNOWN_KEYS = frozenset({"name", "description", "license", "compatibility", "metadata", "allowed-tools"})
 # Never part of a skill's content: our temp files and caches a script run may leave behind.
 IGNORED_NAMES = frozenset({"__pycache__", ".DS_Store"})
+# Editor swap, backup and probe files: an open vim must not change the skill's hash.
+EDITOR_TEMP_PATTERNS = ("*.swp", "*.swx", "*.swo", "*~", ".#*", "#*#", "4913", "*.tmp")
 DEFAULT_MAX_FILE_BYTES = 256_000
 _MENTION_RE = re.compile(r"(?<![\w/.-])((?:references|scripts|assets)/[\w./-]*[\w-])")
 _FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
@@ -298,6 +301,13 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def is_ignored_name(name: str) -> bool:
+    """Names that are never part of a skill's content: our temps, caches, editor files."""
+    if name in IGNORED_NAMES or atomic.is_temp_name(name) or name.endswith(".pyc"):
+        return True
+    return any(fnmatch.fnmatchcase(name, pat) for pat in EDITOR_TEMP_PATTERNS)
+
+
 def _scan(root: Path) -> tuple[list[str], list[Problem]]:
     """Every content file under root (sorted posix paths). Refuses links that leave the folder,
     broken links and special files; skips our temps, caches and (with a warning) linked dirs."""
@@ -317,7 +327,7 @@ def _scan(root: Path) -> tuple[list[str], list[Problem]]:
                 dirnames.remove(name)
         for name in filenames:
             full = here / name
-            if atomic.is_temp_name(name) or name in IGNORED_NAMES or name.endswith(".pyc"):
+            if is_ignored_name(name):
                 continue
             if full.is_symlink():
                 target = full.resolve()

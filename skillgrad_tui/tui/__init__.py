@@ -1,0 +1,1 @@
+"""The Textual terminal app (panes, patch review, watch mode) and the headless `watch` command."""

@@ -1,0 +1,590 @@
+"""The terminal app: `skillgrad tui SKILL [--suite DIR]`.
+
+Threading model: every run (optimise, resume, evaluate) happens in one thread worker. Its event
+sink queues each core event (the same stream the CLI prints and the run log stores); the UI
+thread drains the queue ten times a second and only renders, so a key press is never stuck
+behind a model call or a burst of events. The human gate is the one place the worker waits on
+the UI: the ReviewBridge blocks it until the review screen answers; cancelling (escape, q) makes
+it raise Cancelled instead, so an unanswered review changes nothing and is asked again on
+resume. The model is built inside the worker, on first use: the first frame never waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Header, TabbedContent, TabPane, Tree
+
+from skillgrad_tui.config import Config, load_config
+from skillgrad_tui.core.errors import Cancelled, SkillgradError
+from skillgrad_tui.core.events import (Event, GradientComputed, MemoryUpdated, PatchDecided,
+                                       StepFinished, StepStarted, TaskFinished, TaskStarted, VersionSaved,
+                                       Warning_)
+from skillgrad_tui.core.llm.base import Backend, CancelToken
+from skillgrad_tui.core.skill import Skill, load_skill
+from skillgrad_tui.core.watcher import SkillWatcher, folder_hash
+from skillgrad_tui.tui.commands import PaletteCommand, SkillgradCommands
+from skillgrad_tui.tui.screens.help import HelpScreen, _bindings
+from skillgrad_tui.tui.screens.review import ReviewScreen
+from skillgrad_tui.tui.screens.trajectory import TrajectoryScreen, task_lookup
+from skillgrad_tui.tui.session import ReviewBridge, Session, expected_hash, new_run_dir
+from skillgrad_tui.tui.widgets.footer import StableFooter
+from skillgrad_tui.tui.widgets.progress import ProgressPane
+from skillgrad_tui.tui.widgets.run_panes import GradientsPane, MemoryPane, TrajectoriesPane
+from skillgrad_tui.tui.widgets.skill_pane import SkillPane
+
+GATES = ("ask", "validation", "all")
+
+
+class ReviewRequested(Message):
+    def __init__(self, request: Any, answer: Callable[[Any], None]) -> None:
+        super().__init__()
+        self.request = request
+        self.answer = answer
+
+
+class SkillChanged(Message):
+    def __init__(self, summary: str) -> None:
+        super().__init__()
+        self.summary = summary
+
+
+class SuiteLoaded(Message):
+    def __init__(self, suite: Any, error: str | None) -> None:
+        super().__init__()
+        self.suite = suite
+        self.error = error
+
+
+class WorkDone(Message):
+    def __init__(self, kind: str, outcome: str, detail: str = "", result: Any = None) -> None:
+        super().__init__()
+        self.kind = kind  # "optimize" | "resume" | "evaluate"
+        self.outcome = outcome  # "done" | "cancelled" | "error"
+        self.detail = detail
+        self.result = result
+
+
+class SkillgradApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "SkillGrad"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (150, "-wide")]
+    COMMANDS = App.COMMANDS | {SkillgradCommands}
+    BINDINGS = [
+        Binding("r,o", "optimize", "Optimise", key_display="r", id="run.optimize"),
+        Binding("v", "evaluate", "Evaluate", id="run.evaluate"),
+        Binding("escape", "cancel", "Cancel", id="run.cancel"),
+        Binding("w", "toggle_watch", "Watch", id="watch.toggle"),
+        Binding("g", "cycle_gate", "Gate", show=False, id="run.gate"),
+        Binding("f1,question_mark", "help", "Help", key_display="F1", id="app.help"),
+        Binding("ctrl+t", "change_theme", "Theme", show=False, id="app.theme"),
+        Binding("z", "zoom", "Zoom pane", show=False, id="app.zoom"),
+        Binding("1", "show_pane('skill')", "Skill pane", show=False, id="pane.skill"),
+        Binding("2", "show_pane('trajectories')", "Trajectories", show=False, id="pane.trajectories"),
+        Binding("3", "show_pane('gradients')", "Gradients", show=False, id="pane.gradients"),
+        Binding("4", "show_pane('memory')", "Memory", show=False, id="pane.memory"),
+        Binding("q", "quit", "Quit", id="app.quit"),
+    ]
+
+    def __init__(self, skill_path: Path, suite_path: Path | None = None, *,
+                 backend_factory: Callable[[str], Backend] | None = None, config: Config | None = None,
+                 model: str | None = None, no_cache: bool = False, watch: bool = False,
+                 gate: str | None = None, watch_debounce_s: float = 0.5) -> None:
+        super().__init__()
+        skill_path = Path(skill_path).expanduser().resolve()
+        config = config if config is not None else load_config(skill_path)
+        self.session = Session(skill_path, suite_path, config, backend_factory, model, no_cache)
+        explicit_gate = config.values.get("optimize", {}).get("gate")
+        # The app is where a person is present, so it asks unless the config says otherwise.
+        self.gate = gate or explicit_gate or "ask"
+        self.watch_on_start = watch
+        self.watch_debounce_s = watch_debounce_s
+        self.watch_optimize = False  # watch mode re-optimises (not just re-evaluates) when set
+        self.skill: Skill | None = None
+        self.suite: Any = None
+        self.suite_error: str | None = None
+        self.watcher: SkillWatcher | None = None
+        self.cancel_token: CancelToken | None = None
+        self.run_kind: str | None = None
+        self.run_dir: Path | None = None
+        self.last_result: Any = None
+        # Our own writes, for watch mode: the hash the folder has after the last write the app or
+        # its run made, and every version hash the run produced (a change seen mid-run is judged
+        # against these once the run stops).
+        self._own_hash: str | None = None
+        self._own_hashes: set[str] = set()
+        self._run_done = threading.Event()
+        self._run_done.set()
+        self._pending_change: tuple[str, str] | None = None  # (summary, folder hash) seen mid-run
+        self._resume_dir: Path | None = None
+        self._review_screen: ReviewScreen | None = None
+        self.events_seen = 0
+        # The worker appends events here and the UI drains them in batches a few times a second:
+        # a burst of events costs one repaint, and never queues up in front of a key press.
+        self._events: collections.deque[Event] = collections.deque()
+        self.first_frame_at: float | None = None  # time.perf_counter() of the first frame (bench)
+        self.changes_handled = 0  # watch-mode re-evaluations started (for tests and the status)
+
+    # -- layout ------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="∇")
+        with Horizontal(id="main"):
+            yield SkillPane(self.session.skill_path, id="skill")
+            with TabbedContent(id="tabs", initial="tab-trajectories"):
+                with TabPane("Trajectories", id="tab-trajectories"):
+                    yield TrajectoriesPane(id="trajectories")
+                with TabPane("Gradients", id="tab-gradients"):
+                    yield GradientsPane(id="gradients")
+                with TabPane("Memory", id="tab-memory"):
+                    yield MemoryPane(id="memory")
+        yield ProgressPane(id="progress")
+        yield StableFooter()
+
+    def on_mount(self) -> None:
+        self.main.query_one("#progress").border_title = "progress"
+        self.reload_skill()
+        self._own_hash = folder_hash(self.session.skill_path)
+        self._load_suite()
+        self.set_interval(self.DRAIN_EVERY_S, self._drain_events)
+        self._update_subtitle()
+        self.main.query_one("#traj-table").focus()
+        if self.watch_on_start:
+            self.action_toggle_watch()
+
+    def on_ready(self) -> None:
+        self.first_frame_at = time.perf_counter()
+
+    @property
+    def main(self) -> Screen[Any]:
+        """The main screen. App.query_one would search the active screen, which may be the
+        review or a trajectory screen while events keep arriving."""
+        return self.screen_stack[0]
+
+    @property
+    def skill_pane(self) -> SkillPane:
+        return self.main.query_one(SkillPane)
+
+    @property
+    def progress(self) -> ProgressPane:
+        return self.main.query_one(ProgressPane)
+
+    @property
+    def trajectories(self) -> TrajectoriesPane:
+        return self.main.query_one(TrajectoriesPane)
+
+    def _update_subtitle(self) -> None:
+        if self.suite is not None:
+            suite = f"suite {self.suite.name} ({len(self.suite.tasks)})"
+        elif self.suite_error:
+            suite = "no suite"
+        else:
+            suite = "suite …"
+        watch = "watch+opt" if self.watcher and self.watch_optimize else "watch" if self.watcher else "watch off"
+        self.sub_title = f"{self.session.skill_path.name} · {suite} · gate {self.gate} · {watch}"
+
+    # -- skill and suite ---------------------------------------------------------------------------
+
+    def reload_skill(self) -> Skill | None:
+        try:
+            skill = load_skill(self.session.skill_path)
+            if self.skill is None or skill.hash != self.skill.hash or self.skill_pane.error is not None:
+                self.skill_pane.show_skill(skill)  # re-highlighting is the costly part: only on change
+            self.skill = skill
+        except SkillgradError as exc:
+            self.skill = None
+            self.skill_pane.show_skill(None, exc)
+        return self.skill
+
+    @work(thread=True, group="suite", exit_on_error=False)
+    def _load_suite(self) -> None:
+        try:
+            self.post_message(SuiteLoaded(self.session.suite(), None))
+        except SkillgradError as exc:
+            self.post_message(SuiteLoaded(None, str(exc)))
+
+    @on(SuiteLoaded)
+    def _suite_loaded(self, message: SuiteLoaded) -> None:
+        self.suite, self.suite_error = message.suite, message.error
+        self._update_subtitle()
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return not self._run_done.is_set()
+
+    def _start(self, kind: str, gate: str | None = None) -> bool:
+        if self.running:
+            self.notify("a run is already in progress (escape cancels it)", severity="warning")
+            return False
+        if self.suite_error:
+            self.notify(self.suite_error, title="No task suite", severity="error")
+            return False
+        if self.reload_skill() is None:
+            self.notify("the skill does not load; fix it first (see the skill pane)", severity="error")
+            return False
+        self.cancel_token = CancelToken()
+        self.run_kind = kind
+        self.run_dir = None
+        self._run_done.clear()
+        label = {"optimize": f"optimise (gate {gate})", "resume": "resume run"}.get(kind, "evaluate val")
+        self.progress.begin(label)
+        self.trajectories.clear(f"{label}: starting (the model loads on first use)…",
+                                "evaluation" if kind == "evaluate" else "seed evaluation")
+        self._run_worker(kind, gate or self.gate, self.cancel_token)
+        self.refresh_bindings()
+        return True
+
+    def _sink(self, event: Event) -> None:
+        """Runs on the worker thread: note the versions the run writes, then hand the event to the UI."""
+        if isinstance(event, VersionSaved):
+            self._own_hashes.add(event.skill_hash)
+        elif isinstance(event, StepFinished):
+            self._own_hashes.add(event.skill_hash)
+            self._own_hash = event.skill_hash  # the version on disk once the step is done
+        self._events.append(event)  # deque.append is atomic: no lock needed
+
+    @work(thread=True, exclusive=True, group="run", exit_on_error=False)
+    def _run_worker(self, kind: str, gate: str, cancel: CancelToken) -> None:
+        done: WorkDone
+        try:
+            if kind == "optimize":
+                result = self._optimize(gate, cancel)
+            elif kind == "resume":
+                result = self._optimize(gate, cancel, resume=self._resume_dir)
+            else:
+                result = self._evaluate(cancel)
+            final = getattr(result, "final_skill_hash", None)
+            if final:
+                self._own_hashes.add(final)
+                self._own_hash = final
+            done = WorkDone(kind, "done", result=result)
+        except Cancelled:
+            done = WorkDone(kind, "cancelled")
+        except SkillgradError as exc:
+            done = WorkDone(kind, "error", str(exc))
+        except Exception as exc:  # a bug: keep the app alive, show it, log the traceback
+            self.log.error(traceback.format_exc())
+            done = WorkDone(kind, "error", f"{type(exc).__name__}: {exc}")
+        finally:
+            # Before WorkDone is handled, so its handler sees no run in progress (and may start one).
+            self._run_done.set()
+        self.post_message(done)
+
+    def _optimize(self, gate: str, cancel: CancelToken, resume: Path | None = None) -> Any:
+        if resume is None:
+            skill = load_skill(self.session.skill_path)
+            self.run_dir = new_run_dir(self.session.skill_path, self.session.config, skill.hash)
+        else:
+            self.run_dir = resume
+        # A resumed run keeps its own gate, which may be "ask": the bridge is only called then.
+        review = ReviewBridge(self._request_review, cancel)
+        return self.session.optimize(gate, None if resume else self.run_dir, sink=self._sink, cancel=cancel,
+                                     review=review, resume=resume)
+
+    def _evaluate(self, cancel: CancelToken) -> Any:
+        skill = load_skill(self.session.skill_path)
+        self.run_dir = self.session.eval_run_dir(skill.hash)
+        return self.session.evaluate(skill, self.run_dir, sink=self._sink, cancel=cancel)
+
+    def _request_review(self, request: Any, answer: Callable[[Any], None]) -> None:
+        """Worker thread: ask the UI to show the review screen."""
+        self.post_message(ReviewRequested(request, answer))
+
+    @on(ReviewRequested)
+    def _show_review(self, message: ReviewRequested) -> None:
+        if self.cancel_token is not None and self.cancel_token.cancelled:
+            return  # the bridge answers "reject everything" by itself
+        screen = ReviewScreen(message.request)
+        self._review_screen = screen
+
+        def decided(decision: Any) -> None:
+            self._review_screen = None
+            if decision is not None:
+                own = expected_hash(message.request, decision)
+                if own is not None:  # recorded before the optimiser writes it
+                    self._own_hashes.add(own)
+                    self._own_hash = own
+                message.answer(decision)
+
+        self.push_screen(screen, decided)
+
+    DRAIN_EVERY_S = 0.1  # how often queued run events are rendered
+    DRAIN_MAX = 500  # events per batch; the rest wait for the next tick
+
+    def _drain_events(self, limit: int | None = DRAIN_MAX) -> None:
+        if not self._events or not self.is_running:
+            return
+        batch = []
+        while self._events and (limit is None or len(batch) < limit):
+            batch.append(self._events.popleft())
+        reload = False
+        progress = self.progress
+        for event in batch:
+            reload = self._on_run_event(event) or reload
+        progress.refresh_all()
+        if reload:
+            self.reload_skill()
+
+    def _on_run_event(self, event: Event) -> bool:
+        """Route one event to the panes; True when the skill on disk may have changed."""
+        self.events_seen += 1
+        self.progress.handle(event, refresh=False)
+        if isinstance(event, StepStarted):
+            self.trajectories.start_step(event)
+        elif isinstance(event, TaskStarted):
+            self.trajectories.task_started(event)
+        elif isinstance(event, TaskFinished):
+            self.trajectories.task_finished(event)
+        elif isinstance(event, GradientComputed):
+            self.main.query_one(GradientsPane).show(event)
+        elif isinstance(event, MemoryUpdated):
+            self.main.query_one(MemoryPane).show(event)
+        elif isinstance(event, (PatchDecided, StepFinished)):
+            return True
+        elif isinstance(event, Warning_):
+            self.notify(event.message, severity="warning")
+        return False
+
+    @on(WorkDone)
+    def _on_work_done(self, message: WorkDone) -> None:
+        self.last_result = message.result
+        if not self.is_running:
+            return
+        self._drain_events(limit=None)  # every event of the run is shown before its outcome
+        if self._review_screen is not None:
+            self._review_screen.cancel()
+        if message.outcome == "done":
+            reason = getattr(message.result, "reason", None) or "done"
+            self.progress.end(reason)
+            if message.kind == "evaluate" and message.result is not None:
+                r = message.result
+                self.notify(f"validation: {r.passed}/{r.n} passed ({r.accuracy:.2f})", title="Evaluated")
+            else:
+                self.notify(f"run finished: {reason}", title="Optimised")
+        elif message.outcome == "cancelled":
+            self.progress.end("cancelled")
+            self.notify("cancelled; the skill on disk and the run log are consistent", title="Cancelled")
+        else:
+            self.progress.end("error")
+            self.notify(message.detail, title=f"{message.kind} failed", severity="error", timeout=15)
+        self.run_kind = None
+        self.refresh_bindings()
+        self.reload_skill()
+        if self._pending_change is not None:
+            (summary, seen), self._pending_change = self._pending_change, None
+            if seen not in self._own_hashes:
+                self._react_to_change(summary)
+
+    # -- watch mode --------------------------------------------------------------------------------
+
+    def _watch_changed(self, summary: str) -> None:
+        """Watcher thread: a burst of real changes ended."""
+        self.post_message(SkillChanged(summary))
+
+    @on(SkillChanged)
+    def _on_skill_changed(self, message: SkillChanged) -> None:
+        if self.watcher is None or not self.is_running:
+            return
+        if self.running:
+            # Maybe the run's own patch (its version event comes later): judged when the run stops.
+            self._pending_change = (message.summary, folder_hash(self.session.skill_path))
+            return
+        self._react_to_change(message.summary)
+
+    def _react_to_change(self, summary: str) -> None:
+        skill = self.reload_skill()
+        if skill is None:
+            self.notify(f"{summary}: the skill no longer loads", title="Watch", severity="error")
+            return
+        self.changes_handled += 1
+        self.notify(summary, title="Skill changed: re-" + ("optimising" if self.watch_optimize else "evaluating"))
+        self._start("optimize" if self.watch_optimize else "evaluate", self.gate)
+
+    def action_toggle_watch(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+            self.notify("watch mode off")
+        else:
+            self._own_hash = folder_hash(self.session.skill_path) if not self.running else self._own_hash
+            watcher = SkillWatcher(self.session.skill_path, self._watch_changed,
+                                   debounce_s=self.watch_debounce_s, ignore_hash=lambda: self._own_hash)
+            try:
+                watcher.start()
+            except OSError as exc:  # folder gone, or out of inotify watches
+                self.notify(f"cannot watch {self.session.skill_path}: {exc}", severity="error")
+                return
+            self.watcher = watcher
+            self.notify("watch mode on: saving the skill re-" +
+                        ("optimises" if self.watch_optimize else "evaluates") + " it")
+        self._update_subtitle()
+
+    def action_toggle_watch_optimize(self) -> None:
+        self.watch_optimize = not self.watch_optimize
+        self.notify("watch mode re-" + ("optimises" if self.watch_optimize else "evaluates") + " on change")
+        self._update_subtitle()
+
+    # -- actions -----------------------------------------------------------------------------------
+
+    MAIN_ONLY = frozenset({"optimize", "evaluate", "resume", "toggle_watch", "cycle_gate", "zoom", "show_pane"})
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Main-screen actions are hidden on the review, trajectory and help screens (where
+        their keys mean something else); cancel is greyed out when nothing runs."""
+        if action in self.MAIN_ONLY and len(self.screen_stack) > 1:
+            return False
+        if action == "cancel" and not self.running:
+            return None
+        return True
+
+    def action_optimize(self, gate: str | None = None) -> None:
+        self._start("optimize", gate or self.gate)
+
+    def action_evaluate(self) -> None:
+        self._start("evaluate")
+
+    def action_resume(self) -> None:
+        """Continue the newest run of this skill that stopped before finishing (e.g. after q)."""
+        if self.running:
+            self.notify("a run is already in progress", severity="warning")
+            return
+        runs = self.session.stopped_runs()
+        if not runs:
+            self.notify("no stopped run of this skill to resume")
+            return
+        self._resume_dir = runs[0]
+        self._start("resume", self.gate)
+
+    def action_cancel(self) -> None:
+        if not self.running or self.cancel_token is None:
+            return
+        self.cancel_token.cancel()
+        if self._review_screen is not None:
+            self._review_screen.cancel()
+        self.progress.label += " (cancelling…)"
+        self.progress.refresh_all()
+
+    def action_cycle_gate(self) -> None:
+        self.gate = GATES[(GATES.index(self.gate) + 1) % len(GATES)] if self.gate in GATES else GATES[0]
+        self.notify(f"gate: {self.gate}" + (" (takes effect on the next run)" if self.running else ""))
+        self._update_subtitle()
+
+    def action_set_gate(self, gate: str) -> None:
+        self.gate = gate
+        self._update_subtitle()
+
+    def action_show_pane(self, pane: str) -> None:
+        if pane == "skill":
+            self.main.query_one("#skill-tree", Tree).focus()
+            return
+        self.main.query_one(TabbedContent).active = f"tab-{pane}"
+        table = {"trajectories": "#traj-table", "gradients": "#grad-table", "memory": "#mem-table"}[pane]
+        self.main.query_one(table, DataTable).focus()
+
+    def action_zoom(self) -> None:
+        if self.screen.maximized is not None:
+            self.screen.minimize()
+        else:
+            self.screen.action_maximize()
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        sections = [("Main screen", _bindings(self.BINDINGS) + [Binding("ctrl+p", "", "Command palette"),
+                                                                 Binding("enter", "", "Open trajectory")])]
+        sections.append(("Patch review", _bindings(ReviewScreen.BINDINGS)))
+        notes = ("Every action is also in the command palette (ctrl+p). Escape cancels a run between "
+                 "tokens; q quits (mid-run it cancels and waits, so the skill and the run log stay "
+                 "consistent and the run can be resumed). Gate 'ask' shows each patch for review; "
+                 "nothing changes on disk without a key press.")
+        self.push_screen(HelpScreen(sections, notes))
+
+    async def action_quit(self) -> None:
+        if self.running and self.cancel_token is not None:
+            self.cancel_token.cancel()
+            if self._review_screen is not None:
+                self._review_screen.cancel()
+            self.notify("cancelling the run before quitting…")
+            deadline = time.monotonic() + 60
+            while self.running and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        self._stop_services()
+        self.exit(0)
+
+    def _stop_services(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+        if self.cancel_token is not None:
+            self.cancel_token.cancel()
+        # The model must outlive the worker that uses it (closing llama.cpp under a running
+        # generation would crash): a cancelled worker stops within a token.
+        if self._run_done.wait(timeout=30):
+            self.session.close()
+
+    def on_unmount(self) -> None:
+        """However the app ends (q, ctrl+q, a test leaving run_test): no worker is left blocked."""
+        self._stop_services()
+
+    @on(TrajectoriesPane.Open)
+    def _open_trajectory(self, message: TrajectoriesPane.Open) -> None:
+        task_id = message.key.split(":", 1)[1]
+        self.push_screen(TrajectoryScreen(message.key, message.finished, task_lookup(self.suite, task_id),
+                                          self.run_dir))
+
+    # -- command palette ---------------------------------------------------------------------------
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        watch = "off" if self.watcher else "on"
+        cmds = [
+            PaletteCommand("Optimise", f"Run the optimiser with gate '{self.gate}' (r)", self.action_optimize),
+            PaletteCommand("Optimise, reviewing each patch", "Gate 'ask': every edit goes through the diff review",
+                           lambda: self.action_optimize("ask")),
+            PaletteCommand("Optimise, validation gate", "Keep a patch only if validation does not drop",
+                           lambda: self.action_optimize("validation")),
+            PaletteCommand("Optimise, accept all patches", "The paper's behaviour: every patch is kept",
+                           lambda: self.action_optimize("all")),
+            PaletteCommand("Evaluate", "Score the skill on the validation split (v)", self.action_evaluate),
+            PaletteCommand("Resume stopped run", "Continue the newest run that was cancelled or quit",
+                           self.action_resume),
+            PaletteCommand("Cancel run", "Stop the run between tokens (escape)", self.action_cancel),
+            PaletteCommand(f"Watch mode {watch}", "Re-evaluate when the skill folder changes (w)",
+                           self.action_toggle_watch),
+            PaletteCommand("Watch: " + ("re-evaluate only" if self.watch_optimize else "re-optimise on change"),
+                           "What a change in watch mode starts", self.action_toggle_watch_optimize),
+            PaletteCommand("Cycle gate", f"Now '{self.gate}'; ask → validation → all (g)", self.action_cycle_gate),
+            PaletteCommand("Reload skill", "Read the skill folder again", self.reload_skill),
+            PaletteCommand("Show skill pane", "(1)", lambda: self.action_show_pane("skill")),
+            PaletteCommand("Show trajectories", "(2)", lambda: self.action_show_pane("trajectories")),
+            PaletteCommand("Show gradients", "(3)", lambda: self.action_show_pane("gradients")),
+            PaletteCommand("Show momentum memory", "(4)", lambda: self.action_show_pane("memory")),
+            PaletteCommand("Zoom pane", "Maximise or restore the focused pane (z)", self.action_zoom),
+            PaletteCommand("Change theme", "Pick a Textual theme (ctrl+t)", self.action_change_theme),
+            PaletteCommand("Help", "All keys (F1 or ?)", self.action_help),
+            PaletteCommand("Quit", "Cancel any run, wait for it, and exit (q)", self.action_quit),
+        ]
+        return cmds
+
+
+def run_app(skill: Path, suite: Path | None, config_path: Path | None, model: str | None, no_cache: bool,
+            watch: bool = False) -> int:
+    """Entry point for `skillgrad tui`; SkillgradError (bad config, ...) propagates to the CLI."""
+    config = load_config(Path(skill), explicit=config_path)
+    app = SkillgradApp(Path(skill), suite, config=config, model=model, no_cache=no_cache, watch=watch)
+    code = app.run()
+    return int(code or 0)

@@ -1,0 +1,101 @@
+"""A scripted stand-in model for the app's tests, its benchmark and its screenshots.
+
+It plays every role through the real code paths (agent, diagnosers, patcher), answering from the
+request alone: the task agent always answers "4" (so some table questions pass and most fail),
+and each optimiser role returns schema-valid JSON chosen by which schema it was given. Two
+failure themes (counting, answer format) give the patcher two patterns, so a step proposes
+more than one edit. Deterministic, instant, and never used by a real run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from skillgrad_tui.core.llm.base import Backend, CompletionRequest, ScriptedBackend
+
+THEMES = {
+    "count": {"label": "counts matching rows carelessly", "anchor": "Counting and arithmetic",
+              "add": "- Before giving a count, list each matching row once and count the list.",
+              "helped": "listing rows before counting"},
+    "format": {"label": "answer format not exact", "anchor": "Answer format",
+               "add": "- Give the value exactly as written in its cell, without extra words.",
+               "helped": "copying cell text exactly"},
+}
+
+
+def _user_text(req: CompletionRequest) -> str:
+    if req.messages is None:
+        return req.prompt or ""
+    return "\n".join(m.content for m in req.messages if m.role != "system")
+
+
+def _theme(req: CompletionRequest) -> dict[str, str]:
+    """The patcher names its pattern's label; a diagnoser sees the task's question."""
+    text = _user_text(req).lower()
+    for theme in THEMES.values():
+        if theme["label"] in text:
+            return theme
+    return THEMES["count"] if "how many" in text else THEMES["format"]
+
+
+def respond(req: CompletionRequest, answer: str = "4") -> str:
+    schema = req.json_schema
+    if schema is None:
+        return answer
+    props = schema.get("properties", {})
+    theme = _theme(req)
+    if "diagnosis" in props:
+        return json.dumps({"label": theme["label"], "layer": "L2", "anchor": theme["anchor"],
+                           "diagnosis": f"The section '{theme['anchor']}' does not say how to avoid this."})
+    if "what_helped" in props:
+        return json.dumps({"what_helped": theme["helped"], "anchor": theme["anchor"], "robust": True})
+    if "candidates" in props:
+        items = props["candidates"].get("items", {})
+        forms = items.get("anyOf", [items])
+        if any("detail" in f.get("properties", {}) for f in forms):
+            return json.dumps({"candidates": [{"detail": theme["add"].lstrip("- "),
+                                               "condition": "the question needs this", "why": "moved"}]})
+        return json.dumps({"candidates": [{"section": theme["anchor"], "add": theme["add"],
+                                           "why": f"fixes: {theme['label']}"}]})
+    return _minimal(schema)
+
+
+def _minimal(schema: dict[str, Any]) -> str:
+    """Some valid instance for a schema this script does not know (keeps a new role from hanging)."""
+    def value(s: dict[str, Any]) -> Any:
+        if "enum" in s:
+            return s["enum"][0]
+        if "anyOf" in s:
+            return value(s["anyOf"][0])
+        t = s.get("type")
+        if t == "object":
+            return {k: value(v) for k, v in s.get("properties", {}).items() if k in s.get("required", [])}
+        if t == "array":
+            return [value(s.get("items", {})) for _ in range(s.get("minItems", 0))]
+        if t == "boolean":
+            return False
+        if t in ("integer", "number"):
+            return s.get("minimum", 0)
+        return "x" * max(1, s.get("minLength", 1))
+    return json.dumps(value(schema))
+
+
+def scripted_backend_factory(answer: str = "4", delay_s: float = 0.0) -> Callable[[str], Backend]:
+    """backend_factory for SkillgradApp: one scripted backend shared by every role.
+
+    delay_s makes each call take that long (and honour cancellation meanwhile), so tests can
+    press keys while a run is in flight.
+    """
+    import threading
+
+    pause = threading.Event()
+
+    def slow(req: CompletionRequest) -> str:
+        if delay_s:
+            pause.wait(delay_s)
+        return respond(req, answer)
+
+    backend = ScriptedBackend(slow)
+    return lambda role: backend

@@ -1,0 +1,1 @@
+"""Panes of the main screen; each renders core events and owns no engine state."""

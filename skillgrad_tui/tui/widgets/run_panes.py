@@ -1,0 +1,258 @@
+"""Panes fed by run events: trajectories, gradients, momentum memory.
+
+Each pane takes plain event objects (core/events.py) and only renders; the app routes events to
+them on the UI thread. Rows are keyed, so an event updates its row in place instead of
+rebuilding the table (cheap enough to keep up with a scripted backend's event rate).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import DataTable, Static
+from textual.widgets.data_table import RowDoesNotExist
+
+from skillgrad_tui.core.events import GradientComputed, MemoryUpdated, StepStarted, TaskFinished, TaskStarted
+
+
+def clip(value: Any, n: int = 40) -> str:
+    if isinstance(value, (list, tuple)):
+        value = " | ".join(str(v) for v in value)
+    s = "" if value is None else str(value).replace("\n", " ")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def verdict_cell(passed: bool | None, error: str | None = None) -> Text:
+    if passed is None:
+        return Text("…", style="dim")
+    if error and not passed:
+        return Text("✗ err", style="bold red")
+    return Text("✓ pass", style="bold green") if passed else Text("✗ fail", style="bold red")
+
+
+# ------------------------------------------------------------------------------------ trajectories
+
+
+class TrajectoriesPane(Vertical):
+    """This step's tasks (train minibatch and validation) with their verdicts."""
+
+    class Open(Message):
+        """The user asked to see one task's whole trajectory."""
+
+        def __init__(self, key: str, finished: TaskFinished | None) -> None:
+            super().__init__()
+            self.key = key
+            self.finished = finished
+
+    COLUMNS = ("phase", "task", "result", "score", "answer", "expected", "tokens")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.finished: dict[str, TaskFinished] = {}
+        self.head = ""  # what the rows are: "seed evaluation", "step 3", "evaluation"
+
+    def compose(self) -> ComposeResult:
+        yield Static("no run yet: press r to optimise, v to evaluate", id="traj-summary")
+        table: DataTable[Any] = DataTable(id="traj-table", cursor_type="row", zebra_stripes=True)
+        for col in self.COLUMNS:
+            table.add_column(col, key=col)
+        yield table
+
+    @property
+    def table(self) -> DataTable[Any]:
+        return self.query_one("#traj-table", DataTable)
+
+    @staticmethod
+    def key(phase: str, task_id: str) -> str:
+        return f"{phase}:{task_id}"
+
+    def clear(self, title: str, head: str = "") -> None:
+        self.table.clear()
+        self.finished.clear()
+        self.head = head
+        self.query_one("#traj-summary", Static).update(title, layout=False)
+
+    def start_step(self, event: StepStarted) -> None:
+        self.clear(f"step {event.step}: {len(event.task_ids)} training tasks", f"step {event.step}")
+        for task_id in event.task_ids:
+            self._ensure_row("train", task_id)
+
+    def _ensure_row(self, phase: str, task_id: str) -> str:
+        key = self.key(phase, task_id)
+        try:
+            self.table.get_row_index(key)
+        except RowDoesNotExist:
+            self.table.add_row(phase, task_id, verdict_cell(None), "", "", "", "", key=key)
+        return key
+
+    def task_started(self, event: TaskStarted) -> None:
+        key = self._ensure_row(event.phase, event.task_id)
+        self.table.update_cell(key, "result", Text("▸ running", style="yellow"))
+
+    def task_finished(self, event: TaskFinished) -> None:
+        key = self._ensure_row(event.phase, event.task_id)
+        self.finished[key] = event
+        t = self.table
+        t.update_cell(key, "result", verdict_cell(event.passed, event.error))
+        t.update_cell(key, "score", f"{event.score:.2f}")
+        # Rows are created before their answers exist: let these columns grow to fit.
+        t.update_cell(key, "answer", clip(event.answer if not event.error or event.answer else event.error, 28),
+                      update_width=True)
+        t.update_cell(key, "expected", clip(event.expected, 28), update_width=True)
+        t.update_cell(key, "tokens", str(event.prompt_tokens + event.completion_tokens))
+        self._summarise()
+
+    def _summarise(self) -> None:
+        parts = []
+        for phase in ("train", "val", "eval", "test"):
+            done = [e for e in self.finished.values() if e.phase == phase]
+            if done:
+                passed = sum(e.passed for e in done)
+                parts.append(f"{phase} {passed}/{len(done)} passed")
+        head = f"{self.head}: " if self.head else ""
+        self.query_one("#traj-summary", Static).update(head + " · ".join(parts) + "  (enter opens)",
+                                                        layout=False)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        key = str(event.row_key.value)
+        self.post_message(self.Open(key, self.finished.get(key)))
+
+
+# --------------------------------------------------------------------------------------- gradients
+
+
+class _LazyPane(Vertical):
+    """Keeps only the latest event while its tab is hidden and renders it when shown: a run
+    emits these once per step, and rebuilding an unseen table would cost a layout each time."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pending: Any = None
+
+    def show(self, event: Any) -> None:
+        self._pending = event
+        if self._visible():
+            self.flush()
+
+    def _visible(self) -> bool:
+        node: Any = self
+        while node is not None and hasattr(node, "display"):
+            if not node.display:
+                return False
+            node = node.parent
+        return True
+
+    def on_show(self) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        event, self._pending = self._pending, None
+        if event is not None and self.is_mounted:
+            self.render_event(event)
+
+    def render_event(self, event: Any) -> None:
+        raise NotImplementedError
+
+
+class GradientsPane(_LazyPane):
+    """The step's text gradients (failures) and preservation signals (contrastive)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("no gradients yet", id="grad-summary")
+        table: DataTable[Any] = DataTable(id="grad-table", cursor_type="row", zebra_stripes=True)
+        for col in ("kind", "label", "layer", "anchor", "evidence"):
+            table.add_column(col, key=col)
+        yield table
+        with VerticalScroll(id="grad-detail-scroll"):
+            yield Static("", id="grad-detail")
+
+    def render_event(self, event: GradientComputed) -> None:
+        table = self.query_one("#grad-table", DataTable)
+        table.clear()
+        self.rows.clear()
+        for i, g in enumerate(event.gradients):
+            key = f"g{i}"
+            self.rows[key] = g
+            table.add_row(Text("∇ fail", "red"), clip(g.get("label"), 36), g.get("layer", ""),
+                          clip(g.get("anchor"), 24), clip(g.get("evidence") or g.get("task_id"), 24), key=key)
+        for i, c in enumerate(event.contrastive):
+            key = f"c{i}"
+            self.rows[key] = c
+            kind = Text("+ keep", "green") if c.get("robust") else Text("~ lucky", "yellow")
+            table.add_row(kind, clip(c.get("what_helped") or c.get("label"), 36), c.get("layer", ""),
+                          clip(c.get("anchor"), 24), clip(c.get("task_id") or c.get("evidence"), 24), key=key)
+        extra = f" · {event.invalid_outputs} invalid model outputs skipped" if event.invalid_outputs else ""
+        self.query_one("#grad-summary", Static).update(
+            f"step {event.step}: {len(event.gradients)} gradients, {len(event.contrastive)} preservation "
+            f"signals{extra}", layout=False)
+        if not self.rows:
+            self._detail(None)  # otherwise the table's highlight of row 0 fills the detail
+
+    def _detail(self, key: str | None) -> None:
+        g = self.rows.get(key or "")
+        detail = self.query_one("#grad-detail", Static)
+        if g is None:
+            detail.update("")
+            return
+        if getattr(self, "_detail_key", None) == (key, id(g)):
+            return
+        self._detail_key = (key, id(g))
+        text = Text()
+        text.append(str(g.get("label") or g.get("what_helped") or ""), "bold")
+        text.append(f"  [{g.get('layer', '')} · {g.get('anchor', '')}]\n", "dim")
+        if g.get("diagnosis"):
+            text.append(str(g["diagnosis"]) + "\n")
+        if g.get("diff"):
+            text.append(str(g["diff"]) + "\n", "italic")
+        detail.update(text)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._detail(str(event.row_key.value) if event.row_key is not None else None)
+
+
+# ---------------------------------------------------------------------------------------- memory
+
+
+def weight_bar(weight: float, top: float, width: int = 8) -> Text:
+    filled = 0 if top <= 0 else max(1, round(width * weight / top)) if weight > 0 else 0
+    return Text.assemble(("█" * filled, "magenta"), ("·" * (width - filled), "dim"), f" {weight:.2f}")
+
+
+class MemoryPane(_LazyPane):
+    """Momentum memory: patterns by weight (strongest first) and this step's overlay."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("momentum memory is empty", id="mem-summary")
+        table: DataTable[Any] = DataTable(id="mem-table", cursor_type="row", zebra_stripes=True)
+        for col in ("weight", "pattern", "anchor", "seen", "action"):
+            table.add_column(col, key=col)
+        yield table
+        with VerticalScroll(id="mem-overlay-scroll"):
+            yield Static("", id="mem-overlay")
+
+    def render_event(self, event: MemoryUpdated) -> None:
+        table = self.query_one("#mem-table", DataTable)
+        table.clear()
+        patterns = sorted(event.patterns, key=lambda p: -float(p.get("weight", 0.0) or 0.0))
+        top = max((float(p.get("weight", 0.0) or 0.0) for p in patterns), default=0.0)
+        for i, p in enumerate(patterns):
+            rec = p.get("recurrence", p.get("iterations", []))
+            seen = f"{len(rec)}× {clip(rec, 12)}" if isinstance(rec, list) else str(rec)
+            table.add_row(weight_bar(float(p.get("weight", 0.0) or 0.0), top),
+                          clip(p.get("label") or p.get("description"), 34), clip(p.get("anchor"), 20), seen,
+                          clip(p.get("latest_action"), 40), key=str(p.get("id", i)))
+        self.query_one("#mem-summary", Static).update(
+            f"step {event.step}: {len(patterns)} patterns, strongest first", layout=False)
+        from rich.markdown import Markdown  # imported on first use: keeps start-up light
+
+        self.query_one("#mem-overlay", Static).update(Markdown(event.overlay) if event.overlay.strip() else "")
