@@ -47,6 +47,7 @@ def small_wtq_suite(dest: Path, n: int) -> Path:
 
 @pytest.mark.model
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # ~2 min on an idle 2-core machine; far longer when the cores are shared
 def test_two_steps_with_the_embedded_gemma(tmp_path: Path, gemma_backend: object) -> None:
     skill_root = tmp_path / "skills" / "table-qa"
     shutil.copytree(REPO / "skills" / "table-qa", skill_root)
