@@ -23,13 +23,12 @@ BackendFactory = Callable[[str], Backend]  # role ("task" | "optimizer") -> Back
 
 def default_suite_path(skill_path: Path, suite: Path | None, config: Config) -> Path | None:
     """`--suite`, else `[suite] path` of skillgrad.toml, else <skill parent>/suites/<skill name>/."""
+    from skillgrad_tui.core.suites.selection import default_suite_path as bundled_or_configured
+
     if suite is not None:
         return Path(suite).expanduser()
     raw = config.get("suite", "path")
-    if raw:
-        return config.resolve_path(raw)
-    guess = Path(skill_path).expanduser().resolve().parent / "suites" / Path(skill_path).resolve().name
-    return guess if guess.exists() else None
+    return bundled_or_configured(Path(skill_path).expanduser(), config.resolve_path(raw) if raw else None)
 
 
 def default_backend_factory(config: Config, model: str | None, no_cache: bool) -> BackendFactory:

@@ -19,6 +19,7 @@ numbers the literature reports):
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 import re
 import unicodedata
 from typing import Any
@@ -61,17 +62,19 @@ def normalize(text: str) -> str:
 # --- values ------------------------------------------------------------------------------------
 
 
-class Value:
+class Value(ABC):
     """An answer item as the official evaluator sees it; `raw` is kept for diffs."""
 
     raw: str
     normalized: str
 
+    @abstractmethod
     def key(self) -> tuple[Any, ...]:
-        raise NotImplementedError
+        """Identity for de-duplicating a list into a set, as the official script does."""
 
+    @abstractmethod
     def match(self, other: "Value") -> bool:
-        raise NotImplementedError
+        """Whether a predicted value matches this target value."""
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Value) and self.key() == other.key()
