@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SKILL ?= skills/table-qa
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run test test-fast bench bench-forward bench-quality clean
+.PHONY: install system-deps run test test-fast bench bench-tui bench-forward bench-quality clean
 
 install: $(STAMP)
 
@@ -46,6 +46,9 @@ test-fast: install
 
 bench: install
 	$(PY) bench/bench_backend.py --out bench/results/backend.json
+
+bench-tui: install
+	$(PY) bench/bench_tui.py --out bench/results/tui.json
 
 bench-forward: install
 	$(PY) bench/bench_forward.py --out bench/results/forward.json
