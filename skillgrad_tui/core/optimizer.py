@@ -34,7 +34,7 @@ from skillgrad_tui.core.events import (Event, EventSink, GradientComputed, Memor
                                        PatchProposed, Progress, RunFinished, RunStarted, StepFinished, StepStarted,
                                        TaskFinished, ValidationScored, VersionSaved, Warning_, null_sink)
 from skillgrad_tui.core.gradient import ContrastiveDiagnoser, FailureDiagnoser, PreservationSignal, TextGradient
-from skillgrad_tui.core.llm.base import Backend, CancelToken, Completion, CompletionRequest
+from skillgrad_tui.core.llm.base import Backend, CancelToken, Completion, CompletionRequest, WrappedBackend
 from skillgrad_tui.core.momentum import MomentumMemory
 from skillgrad_tui.core.patcher import Patcher, Proposal
 from skillgrad_tui.core.records import Task, Trajectory
@@ -182,20 +182,12 @@ class _RunCancel(CancelToken):
         self._event.set()
 
 
-class _Metered:
+class _Metered(WrappedBackend):
     """The optimiser roles' backend: counts their tokens and lets cancel/budget stop them."""
 
     def __init__(self, inner: Backend, run: "_Run") -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.run = run
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def n_ctx(self) -> int:
-        return self.inner.n_ctx
 
     def complete(self, request: CompletionRequest, cancel: CancelToken | None = None) -> Completion:
         self.run.check_budget()
@@ -205,9 +197,6 @@ class _Metered:
         if completion.finish_reason == "cancelled":
             raise Cancelled()
         return completion
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
 
     def close(self) -> None:  # the caller owns the backend
         pass

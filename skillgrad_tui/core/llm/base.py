@@ -151,6 +151,28 @@ class Backend(Protocol):
         ...
 
 
+class WrappedBackend:
+    """Base for wrappers that add behaviour around a model (response cache, token metering):
+    they report the wrapped model's identity and limits and tokenise with it."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def n_ctx(self) -> int:
+        return self.inner.n_ctx
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 @dataclass
 class ScriptedBackend:
     """A deterministic backend for unit tests: answers come from a function of the request.

@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import platformdirs
 
-from skillgrad_tui.core.llm.base import Backend, CancelToken, Completion, CompletionRequest
+from skillgrad_tui.core.llm.base import Backend, CancelToken, Completion, CompletionRequest, WrappedBackend
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -233,21 +233,13 @@ class _Recovered(Exception):
     """Internal: the file was rebuilt under a statement; run it again on the fresh file."""
 
 
-class CachedBackend:
+class CachedBackend(WrappedBackend):
     """Any Backend, answering from the response cache first. `enabled=False` bypasses it."""
 
     def __init__(self, inner: Backend, cache: ResponseCache, *, enabled: bool = True) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.cache = cache
         self.enabled = enabled
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def n_ctx(self) -> int:
-        return self.inner.n_ctx
 
     def complete(self, request: CompletionRequest, cancel: CancelToken | None = None) -> Completion:
         if not self.enabled:
@@ -280,11 +272,8 @@ class CachedBackend:
                 results[i] = completion
         return [c for c in results if c is not None]
 
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
     def close(self) -> None:
-        self.inner.close()
+        super().close()
         self.cache.close()
 
     def _lookup(self, key: str) -> Completion | None:
