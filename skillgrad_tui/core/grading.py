@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from skillgrad_tui.core.errors import SuiteError
+from skillgrad_tui.core.suites.files import read_text
 from skillgrad_tui.core.evaluators import get_evaluator
 from skillgrad_tui.core.suites import load_suite
 
@@ -31,12 +32,7 @@ class GradeReport:
 
 def read_predictions(path: Path) -> dict[str, list[str]]:
     """id -> predicted items; SuiteError(file, line) for an empty id or a repeated id."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise SuiteError("predictions file not found", path) from exc
-    except UnicodeDecodeError as exc:
-        raise SuiteError(f"not UTF-8: {exc.reason} at byte {exc.start}", path) from exc
+    text = read_text(path, "predictions file not found")
     out: dict[str, list[str]] = {}
     first_line: dict[str, int] = {}
     for number, line in enumerate(text.split("\n"), start=1):

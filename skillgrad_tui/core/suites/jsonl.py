@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from skillgrad_tui.core.errors import SuiteError
+from skillgrad_tui.core.suites.files import read_text
 from skillgrad_tui.core.evaluators.simple import parse_number
 from skillgrad_tui.core.records import Task
 
@@ -87,12 +88,7 @@ def _context_files(context: list[str], base: Path, path: Path, line: int) -> lis
 def load_jsonl(path: Path) -> list[Task]:
     """Every task in the file; SuiteError(file, line) on the first bad line."""
     path = path.resolve()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise SuiteError("file not found", path) from exc
-    except UnicodeDecodeError as exc:
-        raise SuiteError(f"not UTF-8: {exc.reason} at byte {exc.start}", path) from exc
+    text = read_text(path)
     tasks: list[Task] = []
     seen: dict[str, int] = {}
     # split("\n"), not splitlines(): U+2028 and friends may sit raw inside JSON strings.

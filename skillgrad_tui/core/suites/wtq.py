@@ -11,6 +11,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from skillgrad_tui.core.errors import SuiteError
+from skillgrad_tui.core.suites.files import read_text
 from skillgrad_tui.core.records import Task
 
 _REQUIRED = ("id", "utterance", "context", "targetValue")
@@ -45,12 +46,7 @@ def wtq_splits(root: Path) -> list[str]:
 
 def _read_tsv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """(line number, row by column name) for every data line; SuiteError on any bad line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise SuiteError("file not found", path) from exc
-    except UnicodeDecodeError as exc:
-        raise SuiteError(f"not UTF-8: {exc.reason} at byte {exc.start}", path) from exc
+    text = read_text(path)
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
