@@ -46,6 +46,7 @@ test-fast: install
 
 bench: install
 	$(PY) bench/bench_backend.py --out bench/results/backend.json
+	$(PY) bench/bench_grammar.py --out bench/results/grammar.json
 
 bench-tui: install
 	$(PY) bench/bench_tui.py --out bench/results/tui.json

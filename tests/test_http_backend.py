@@ -322,6 +322,18 @@ def test_worker_threads_share_the_concurrency_limit(fake: tuple[str, Script]) ->
     assert script.max_in_flight == 2
 
 
+def test_a_looping_stream_is_hung_up_on_when_asked(fake: tuple[str, Script]) -> None:
+    url, script = fake
+    script.default = answer("intro: " + "row = 1\n" * 200, pieces=201)  # one chunk per line
+    backend = HttpBackend(url, retries=0)
+    watched = backend.complete(CompletionRequest(prompt="x", max_tokens=400, stop_on_loop=True))
+    assert watched.finish_reason == "loop"
+    assert 64 <= watched.usage.completion_tokens < 100  # stopped once 64 repeats were seen
+    assert watched.text.startswith("intro: row = 1")
+    plain = backend.complete(CompletionRequest(prompt="x", max_tokens=400))
+    assert plain.finish_reason == "stop" and plain.text.count("row = 1") == 200
+
+
 def test_cancel_between_chunks_returns_the_text_so_far(fake: tuple[str, Script]) -> None:
     url, script = fake
     script.default = answer("abcdefghijklmnopqrstuvwxyz" * 2, delay=0.05, pieces=52)

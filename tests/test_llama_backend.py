@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,3 +136,46 @@ def test_bad_model_files_fail_in_one_line_naming_the_file(tmp_path: Path, gemma_
         truncated.write_bytes(f.read(5_000_000))
     with pytest.raises(ModelError, match="truncated"):
         LlamaBackend(truncated)
+
+
+def test_a_looping_answer_stops_early_when_asked(gemma_backend: LlamaBackend) -> None:
+    prompt = "ok ok ok ok ok ok ok ok ok ok ok ok ok ok ok ok"
+    watched = gemma_backend.complete(CompletionRequest(prompt=prompt, max_tokens=200, stop_on_loop=True))
+    assert watched.finish_reason == "loop"
+    assert 64 <= watched.usage.completion_tokens < 200
+    plain = gemma_backend.complete(CompletionRequest(prompt=prompt, max_tokens=100))
+    assert plain.finish_reason == "length" and plain.usage.completion_tokens == 100
+    assert plain.text.startswith(watched.text[:40])  # same greedy tokens until the stop
+
+
+def test_fast_grammar_path_gives_llama_cpp_pythons_greedy_tokens(smollm_backend: LlamaBackend) -> None:
+    """Our check-then-constrain sampler must pick what the grammar-first sampler picks."""
+    import llama_cpp
+
+    from skillgrad_tui.core.llm.constrained import GrammarStats, SamplingParams, constrained_tokens
+
+    llm = smollm_backend._llm
+    grammar = smollm_backend._grammar(SCHEMA)
+    text, _ = smollm_backend.render(_ask("Name a city and the year it was founded, as JSON."))
+    prompt = smollm_backend.tokenize_prompt(text)
+
+    def take(stream: Any) -> list[int]:
+        out: list[int] = []
+        for token in stream:
+            if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+                break
+            out.append(token)
+            if len(out) >= 40:
+                break
+        stream.close()
+        return out
+
+    smollm_backend.reset_cache()
+    theirs = take(llm.generate(prompt, top_k=40, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0,
+                               grammar=grammar))
+    smollm_backend.reset_cache()
+    stats = GrammarStats()
+    ours = take(constrained_tokens(llm, prompt, grammar, SamplingParams(0.0, 40, 1.0, 0), stats))
+    smollm_backend.reset_cache()
+    assert ours == theirs and len(ours) > 5
+    assert stats.rejected < stats.tokens  # most tokens needed only the one-token check

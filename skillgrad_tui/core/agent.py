@@ -130,9 +130,9 @@ class Agent:
 
     def _call(self, traj: Trajectory, messages: list[Message], *, seed: int, max_tokens: int,
               cancel: CancelToken | None, schema: dict[str, Any] | None = None,
-              stop: tuple[str, ...] = ()) -> Completion:
+              stop: tuple[str, ...] = (), stop_on_loop: bool = False) -> Completion:
         request = CompletionRequest(messages=tuple(messages), max_tokens=max_tokens, seed=seed,
-                                    json_schema=schema, stop=stop)
+                                    json_schema=schema, stop=stop, stop_on_loop=stop_on_loop)
         if not traj.turns or traj.turns[-1].kind != "prompt":
             traj.turns.append(Turn("prompt", _show(messages)))
         completion = self.backend.complete(request, cancel)
@@ -267,8 +267,9 @@ class Agent:
         messages = self.spreadsheet_messages(skill, task, source.name)
         with Sandbox([source]) as box:
             for turn in range(max(1, min(self.settings.max_turns, 3))):
+                # Scripts are long; a small model that starts repeating itself is stopped early.
                 completion = self._call(traj, messages, seed=seed + turn, cancel=cancel,
-                                        max_tokens=self.settings.code_max_tokens)
+                                        max_tokens=self.settings.code_max_tokens, stop_on_loop=True)
                 code = extract_code(completion.text)
                 traj.turns.append(Turn("tool_call", code, name="run_python"))
                 result = box.run(code, timeout_s=self.settings.sandbox_timeout_s)
@@ -283,6 +284,8 @@ class Agent:
                     traj.answer = str(target)
                     return
                 problem = report if result.returncode != 0 else f"the script did not create {OUTPUT_NAME}"
+                if completion.finish_reason == "loop":
+                    problem += "\n(Your reply was cut off because it kept repeating the same lines.)"
                 messages += [Message("assistant", completion.text),
                              Message("user", f"That failed: {problem}\nFix the script. Reply with one "
                                              "```python code block.")]

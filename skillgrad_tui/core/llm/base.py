@@ -37,6 +37,7 @@ class CompletionRequest:
     stop: tuple[str, ...] = ()
     json_schema: dict[str, Any] | None = None
     json_attempts: int = 3  # bounded retries when the output does not parse or validate
+    stop_on_loop: bool = False  # end early when the output repeats one short cycle (loops.py)
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -54,6 +55,8 @@ class CompletionRequest:
         d = asdict(self)
         d["messages"] = [asdict(m) for m in self.messages] if self.messages is not None else None
         d["stop"] = list(self.stop)
+        if not self.stop_on_loop:
+            del d["stop_on_loop"]  # absent when off, so keys from before the option still match
         return d
 
     def key(self, model_id: str) -> str:

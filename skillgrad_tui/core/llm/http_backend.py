@@ -30,6 +30,7 @@ import httpx
 from skillgrad_tui.core.errors import BackendError, PromptTooLong
 from skillgrad_tui.core.llm.base import CancelToken, Completion, CompletionRequest, Usage
 from skillgrad_tui.core.llm.jsonout import complete_with_schema
+from skillgrad_tui.core.llm.loops import looping_tail
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class _Stream:
     usage: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
     cancelled: bool = False
+    looped: bool = False  # we hung up because the output repeated one cycle (loops.py)
 
 
 class HttpBackend:
@@ -203,7 +205,7 @@ class HttpBackend:
         while True:
             body = self._body(request, modes[0])
             try:
-                stream = self._with_retries(path, body, cancel)
+                stream = self._with_retries(path, body, cancel, request.stop_on_loop)
                 break
             except _Rejected as exc:
                 if len(modes) > 1 and _about_schema(exc.message):
@@ -288,7 +290,7 @@ class HttpBackend:
     # --- transport -------------------------------------------------------------------------
 
     def _with_retries(self, path: str, body: dict[str, Any],
-                      cancel: CancelToken | None) -> _Stream:
+                      cancel: CancelToken | None, watch_loops: bool = False) -> _Stream:
         url = self.base_url + path
         reason = ""
         if cancel is not None and cancel.cancelled:
@@ -300,7 +302,7 @@ class HttpBackend:
             sem = self._sem
             with sem:
                 try:
-                    return self._stream_once(path, body, cancel)
+                    return self._stream_once(path, body, cancel, watch_loops)
                 except _Retryable as exc:
                     reason = str(exc)
                     with self._count_lock:
@@ -317,7 +319,7 @@ class HttpBackend:
         return self.backoff_s * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
 
     def _stream_once(self, path: str, body: dict[str, Any],
-                     cancel: CancelToken | None) -> _Stream:
+                     cancel: CancelToken | None, watch_loops: bool = False) -> _Stream:
         result = _Stream()
         try:
             with self._client.stream("POST", path, json=body) as response:
@@ -333,6 +335,9 @@ class HttpBackend:
                     if "error" in event:
                         raise _stream_error(event["error"])
                     _absorb(event, result)
+                    if watch_loops and result.chunks % 8 == 0 and looping_tail(result.text):
+                        result.looped = True  # leaving the block hangs up, as for a cancel
+                        return result
         except httpx.TimeoutException as exc:
             raise _Retryable(f"timed out ({type(exc).__name__})") from None
         except (httpx.TransportError, httpx.StreamError) as exc:
@@ -527,6 +532,8 @@ def _absorb(event: dict[str, Any], result: _Stream) -> None:
 def _finish_reason(stream: _Stream) -> str:
     if stream.cancelled:
         return "cancelled"
+    if stream.looped:
+        return "loop"
     return "length" if stream.finish_reason == "length" else "stop"
 
 

@@ -8,6 +8,7 @@ and apply stop strings and JSON grammars ourselves, with no per-token work beyon
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -17,8 +18,10 @@ from typing import Any
 
 from skillgrad_tui.core.errors import BackendError, ModelError, PromptTooLong
 from skillgrad_tui.core.llm.base import CancelToken, Completion, CompletionRequest, Usage
+from skillgrad_tui.core.llm.constrained import GrammarStats, SamplingParams, constrained_tokens
 from skillgrad_tui.core.llm.gguf_info import read_gguf_info
 from skillgrad_tui.core.llm.jsonout import complete_with_schema
+from skillgrad_tui.core.llm.loops import looping_tail
 from skillgrad_tui.core.llm.prompting import PromptFormat, choose_format
 
 
@@ -89,6 +92,7 @@ class LlamaBackend:
                                                          has_markers, bos, eos)
         self._bos_text = bos
         self._grammars: dict[str, Any] = {}
+        self.grammar_stats = GrammarStats()
         self._lock = threading.Lock()  # llama.cpp contexts are not thread-safe
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -156,25 +160,37 @@ class LlamaBackend:
             llm.set_seed(request.seed)
             out = bytearray()
             n_out = 0
+            produced: list[int] = []
             finish = "length"
             stop_tail = max((len(s) for s in stops), default=0) + 16
-            for token in llm.generate(tokens, top_k=request.top_k, top_p=request.top_p, min_p=0.0,
-                                      temp=request.temperature, repeat_penalty=1.0, grammar=grammar):
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    finish = "stop"
-                    break
-                n_out += 1
-                out += llm.detokenize([token])
-                if stops:
-                    tail = out[-stop_tail * 4:].decode("utf-8", errors="ignore")
-                    if any(s in tail for s in stops):
+            if grammar is None:
+                stream = llm.generate(tokens, top_k=request.top_k, top_p=request.top_p, min_p=0.0,
+                                      temp=request.temperature, repeat_penalty=1.0)
+            else:
+                stream = constrained_tokens(llm, tokens, grammar, SamplingParams(
+                    request.temperature, request.top_k, request.top_p, request.seed), self.grammar_stats)
+            with contextlib.closing(stream):  # frees the grammar's samplers when we stop early
+                for token in stream:
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
                         finish = "stop"
                         break
-                if n_out >= max_tokens:
-                    break
-                if cancel is not None and cancel.cancelled:
-                    finish = "cancelled"
-                    break
+                    n_out += 1
+                    out += llm.detokenize([token])
+                    if request.stop_on_loop:
+                        produced.append(token)
+                        if n_out % 8 == 0 and looping_tail(produced):
+                            finish = "loop"
+                            break
+                    if stops:
+                        tail = out[-stop_tail * 4:].decode("utf-8", errors="ignore")
+                        if any(s in tail for s in stops):
+                            finish = "stop"
+                            break
+                    if n_out >= max_tokens:
+                        break
+                    if cancel is not None and cancel.cancelled:
+                        finish = "cancelled"
+                        break
             seconds = time.perf_counter() - start
         result = out.decode("utf-8", errors="replace")
         if finish == "stop" and stops:
