@@ -104,6 +104,7 @@ def main() -> int:
     parser.add_argument("--pool", type=int, default=24, help="training questions (train + val)")
     parser.add_argument("--test", type=int, default=30, help="held-out official test questions")
     parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: all cores)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = parser.parse_args()
 
@@ -113,6 +114,8 @@ def main() -> int:
     test_tasks = load_suite(args.wtq, "pristine-unseen-tables").tasks[: args.test]
     config = Config()
     config.set("model", "default", args.model)
+    if args.threads:
+        config.set("model", "n_threads", args.threads)
     backend = make_backend(config)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="skillgrad-quality-") as tmp:

@@ -203,8 +203,11 @@ async def test_escape_cancels_between_tokens(skill_dir: Path) -> None:
         await pilot.press("v")
         await wait_for(pilot, lambda: len(app.trajectories.finished) >= 1)
         await pilot.press("escape")
+        pane = app.query_one(ProgressPane)
+        assert "cancelling" in pane._status().plain  # said at once, before the worker stops
         await wait_for(pilot, lambda: not app.running, timeout=10)
-        assert app.query_one(ProgressPane).outcome == "cancelled"
+        assert pane.outcome == "cancelled"
+        assert "cancelling" not in pane._status().plain  # and gone once it has
         assert len(app.trajectories.finished) < 10
         assert load_skill(skill_dir).hash == seed_hash
 
@@ -286,3 +289,22 @@ def test_headless_parts_do_not_import_textual() -> None:
     code = ("import sys, skillgrad_tui.tui.watch, skillgrad_tui.tui.session, skillgrad_tui.core.watcher; "
             "sys.exit(1 if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+async def test_progress_after_an_early_stop_reads_finished(skill_dir: Path) -> None:
+    from skillgrad_tui.core.events import RunFinished, RunStarted, StepFinished, StepStarted
+
+    app = make_app(skill_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.query_one(ProgressPane)
+        pane.begin("optimise")
+        pane.handle(RunStarted(run_id="r", skill="s", suite="x", skill_hash="h", settings={"planned_steps": 6}))
+        for step in (1, 2):
+            pane.handle(StepStarted(step=step, task_ids=["t1"], skill_hash="h"))
+            pane.handle(StepFinished(step=step, train_loss=0.0, val_score=1.0, kept=True, skill_hash="h"))
+        assert "33%" in pane._status().plain  # 2 of 6 planned steps
+        pane.handle(RunFinished(reason="early_stop"))
+        pane.end("early_stop")
+        await pilot.pause()
+        status = pane._status().plain
+        assert "100%" in status and "early_stop" in status

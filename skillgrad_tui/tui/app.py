@@ -476,8 +476,7 @@ class SkillgradApp(App[int]):
         self.cancel_token.cancel()
         if self._review_screen is not None:
             self._review_screen.cancel()
-        self.progress.label += " (cancelling…)"
-        self.progress.refresh_all()
+        self.progress.mark_cancelling()
 
     def action_cycle_gate(self) -> None:
         self.gate = GATES[(GATES.index(self.gate) + 1) % len(GATES)] if self.gate in GATES else GATES[0]

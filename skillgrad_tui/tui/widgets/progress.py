@@ -53,6 +53,7 @@ class ProgressPane(Vertical):
     def reset(self) -> None:
         self.label = "idle"
         self.running = False
+        self.cancelling = False
         self.started: float | None = None
         self.finished_s: float | None = None
         self.total_steps: int | None = None
@@ -80,6 +81,7 @@ class ProgressPane(Vertical):
     def begin(self, label: str) -> None:
         self.label = label
         self.running = True
+        self.cancelling = False
         self.started = time.monotonic()
         self.finished_s = None
         self.step = None
@@ -89,8 +91,14 @@ class ProgressPane(Vertical):
         self._ticker.resume()
         self.refresh_all()
 
+    def mark_cancelling(self) -> None:
+        """Shown from the key press until the worker stops (it stops between tokens)."""
+        self.cancelling = True
+        self.refresh_all()
+
     def end(self, outcome: str) -> None:
         self.running = False
+        self.cancelling = False
         self.outcome = outcome
         if self.started is not None:
             self.finished_s = time.monotonic() - self.started
@@ -124,6 +132,8 @@ class ProgressPane(Vertical):
             self.val.append(event.score)
         elif isinstance(event, RunFinished):
             self.outcome = event.reason
+            if event.reason == "early_stop" and self.steps_done:
+                self.total_steps = self.steps_done  # it finished: the bar should say so
         if refresh:
             self.refresh_all()
 
@@ -151,6 +161,8 @@ class ProgressPane(Vertical):
         mark = ("● ", "bold yellow") if self.running else ("■ ", "bold green" if self.outcome in
                                                             ("steps", "early_stop", "done") else "bold red")
         text = Text.assemble(mark, (self.label, "bold"))
+        if self.running and self.cancelling:
+            text.append(" (cancelling…)", "italic")
         if self.step is not None:
             text.append(f" · step {self.step}" + (f"/{self.total_steps}" if self.total_steps else ""))
         if self.phase:
