@@ -111,6 +111,7 @@ async def test_review_accept_one_edit_and_reject_the_other(skill_dir: Path) -> N
         await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
         review = app.screen
         assert isinstance(review, ReviewScreen) and len(review.items) == 2
+        assert all(item.tasks and item.gradients for item in review.items)  # the evidence is shown
         # Nothing changes on disk while the review waits.
         assert (skill_dir / "SKILL.md").read_text() == before
         first, second = review.items[0].edit.new, review.items[1].edit.new
