@@ -104,6 +104,8 @@ def main() -> int:
     parser.add_argument("--pool", type=int, default=24, help="training questions (train + val)")
     parser.add_argument("--test", type=int, default=30, help="held-out official test questions")
     parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--merge", type=Path, help="an earlier report: keep its rows for the configs "
+                        "not run now (to re-run one config without redoing the rest)")
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: all cores)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = parser.parse_args()
@@ -128,6 +130,11 @@ def main() -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     backend.close()
+    if args.merge:
+        earlier = json.loads(args.merge.read_text())
+        rerun = set(args.configs.split(","))
+        rows = [r for r in earlier["rows"] if r["config"] not in rerun] + rows
+        rows.sort(key=lambda r: (r["seed"], CONFIGS.index(r["config"])))
     summary = summarise(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {"model": args.model, "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,

@@ -179,3 +179,19 @@ def test_fast_grammar_path_gives_llama_cpp_pythons_greedy_tokens(smollm_backend:
     smollm_backend.reset_cache()
     assert ours == theirs and len(ours) > 5
     assert stats.rejected < stats.tokens  # most tokens needed only the one-token check
+
+
+def test_long_string_bounds_are_left_to_validation_not_the_grammar(smollm_backend: LlamaBackend) -> None:
+    from skillgrad_tui.core.llm.llama_backend import grammar_schema
+    from skillgrad_tui.core.reflection import SCHEMA as REFLECTION
+
+    relaxed = grammar_schema(REFLECTION)
+    assert "maxLength" not in relaxed["properties"]["body"] and REFLECTION["properties"]["body"]["maxLength"] == 4000
+    assert grammar_schema(SCHEMA) == SCHEMA  # short bounds stay in the grammar
+    # The reflection schema (4000-character body) used to be refused by llama.cpp's grammar parser.
+    assert smollm_backend._grammar(REFLECTION) is not None
+    c = smollm_backend.complete(_ask("Write a rule for reading tables, as JSON with a body.", max_tokens=80,
+                                     json_schema={"type": "object", "properties": {"body": {
+                                         "type": "string", "minLength": 1, "maxLength": 200}},
+                                         "required": ["body"], "additionalProperties": False}))
+    assert isinstance(c.json, dict) and 1 <= len(c.json["body"]) <= 200

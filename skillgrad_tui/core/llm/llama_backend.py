@@ -64,6 +64,27 @@ def gpu_offload_available() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
+GRAMMAR_MAX_LENGTH = 64  # longer string bounds are left to validation, not the grammar
+
+
+def grammar_schema(schema: Any) -> Any:
+    """The schema the grammar is built from: string length bounds above GRAMMAR_MAX_LENGTH dropped.
+
+    llama.cpp spells `maxLength: n` as n nested optional rules: a 4000-character bound is refused
+    outright ("exceeds sane defaults") and a few hundred make every token slow. The full schema,
+    bounds included, is still enforced on the parsed answer (jsonout.complete_with_schema).
+    """
+    if isinstance(schema, list):
+        return [grammar_schema(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: grammar_schema(v) for k, v in schema.items()}
+    for bound in ("maxLength", "minLength"):
+        if isinstance(out.get(bound), int) and out[bound] > GRAMMAR_MAX_LENGTH:
+            del out[bound]
+    return out
+
+
 class LlamaBackend:
     def __init__(self, model_path: Path, *, model_id: str | None = None, n_ctx: int = 4096,
                  n_threads: int = 0, n_gpu_layers: int = -1, n_batch: int = 512) -> None:
@@ -120,7 +141,7 @@ class LlamaBackend:
     def _grammar(self, schema: dict[str, Any]) -> Any:
         from llama_cpp import LlamaGrammar
 
-        key = json.dumps(schema, sort_keys=True)
+        key = json.dumps(grammar_schema(schema), sort_keys=True)
         if key not in self._grammars:
             try:
                 self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
