@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SKILL ?= skills/table-qa
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run test test-fast bench bench-tui bench-forward bench-quality clean
+.PHONY: install system-deps run test test-fast bench bench-tui bench-forward bench-quality screenshots clean
 
 install: $(STAMP)
 
@@ -56,6 +56,9 @@ bench-forward: install
 
 bench-quality: install
 	$(PY) bench/bench_quality.py --out bench/results/quality.json
+
+screenshots: install
+	$(PY) docs/make_screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
