@@ -14,8 +14,8 @@ import pytest
 from skillgrad_tui.core.errors import BackendError
 from skillgrad_tui.core.evaluators import get_evaluator
 from skillgrad_tui.core.gradient import (NEW_SECTION, ContrastiveDiagnoser, FailureDiagnoser,
-                                         PreservationSignal, TextGradient, clean_label, resolve_anchor,
-                                         skill_context)
+                                         PreservationSignal, TextGradient, clean_label, echoes_instructions,
+                                         resolve_anchor, skill_context)
 from skillgrad_tui.core.llm.base import CompletionRequest, ScriptedBackend
 from skillgrad_tui.core.records import Task, Trajectory, Turn
 from skillgrad_tui.core.skill import Skill, load_skill
@@ -150,6 +150,23 @@ def test_labels_with_task_values_are_repaired_or_rejected(skill: Skill, suite: S
     assert g is not None and g.label == "year of release wrong" and d.repaired_labels == 1
 
 
+@pytest.mark.parametrize("label", ["lowercase words naming the general mistake", "skill md body",
+                                   "the SKILL.md body (L2)", "new section"])
+def test_labels_that_copy_the_reply_instructions_are_rejected(skill: Skill, suite: Suite, label: str) -> None:
+    # Real outputs of SmolLM2-135M in the quality benchmark: the format description, echoed.
+    task = suite.by_id()["nt-7"]
+    d = FailureDiagnoser(scripted({"label": label, "layer": "L2", "anchor": "new section", "diagnosis": "d"}))
+    assert d.diagnose(skill, task, failed(task, ["Lake Tuz"]), step=1) is None
+    assert d.invalid_outputs == 1 and "repeats the reply instructions" in (d.last_error or "")
+    prompt = d.prompt(skill, task, failed(task, ["Lake Tuz"]))
+    assert echoes_instructions(label, prompt)
+    # A label that uses some of the same words but says what went wrong is kept.
+    assert not echoes_instructions("general mistake in counting rows", prompt)
+    ok = FailureDiagnoser(scripted({"label": "general mistake in counting rows", "layer": "L2",
+                                    "anchor": "Counting", "diagnosis": "d"}))
+    assert ok.diagnose(skill, task, failed(task, ["Lake Tuz"]), step=1) is not None
+
+
 def test_anchor_and_layer_rules(skill: Skill) -> None:
     assert resolve_anchor(skill, "## answer format") == ("Answer format", "section")
     assert resolve_anchor(skill, "dates.md") == (REFERENCE, "file")
@@ -195,6 +212,10 @@ def test_contrastive_diagnoser(skill: Skill, suite: Suite) -> None:
     assert bad.compare(skill, task, now, before, step=4) is None and bad.invalid_outputs == 3
     empty = ContrastiveDiagnoser(scripted({"what_helped": "...", "anchor": "x", "robust": False}))
     assert empty.compare(skill, task, now, before, step=4) is None and empty.invalid_outputs == 1
+    echo = ContrastiveDiagnoser(scripted({"what_helped": "the skill text or rule that made the difference",
+                                          "anchor": "x", "robust": True}))
+    assert echo.compare(skill, task, now, before, step=4) is None and echo.invalid_outputs == 1
+    assert "repeats the reply instructions" in (echo.last_error or "")
 
 
 @pytest.mark.model

@@ -16,8 +16,8 @@ from skillgrad_tui.core.errors import BackendError, OutputInvalid
 from skillgrad_tui.core.llm.base import Backend, CompletionRequest
 from skillgrad_tui.core.records import Task, Trajectory
 from skillgrad_tui.core.skill import SKILL_MD, Skill
-from skillgrad_tui.core.textsim import (STOPWORDS, jaccard, normalise_anchor, quoted_strings, stems,
-                                        truncate, words)
+from skillgrad_tui.core.textsim import (STOPWORDS, content_words, jaccard, normalise_anchor, quoted_strings,
+                                        stems, truncate, words)
 
 Layer = Literal["L1", "L2", "L3"]
 LABEL_MIN_WORDS = 3
@@ -163,6 +163,16 @@ def clean_label(raw: str, task: Task, skill_text: str) -> tuple[str | None, bool
     return " ".join(kept), kept != original
 
 
+def echoes_instructions(text: str, prompt: str) -> bool:
+    """True when every content word of `text` comes from the reply instructions of `prompt` (from
+    "Reply with JSON" on): a small model that answers "lowercase words naming the general
+    mistake" or "skill md body" has copied the format description, not diagnosed anything."""
+    cw = content_words(text)
+    start = prompt.find("Reply with JSON")
+    instructions = set(words(prompt[start:] if start >= 0 else prompt))
+    return bool(cw) and all(w in instructions for w in cw)
+
+
 def _answer_text(answer: Any) -> str:
     if answer is None:
         return "(no answer)"
@@ -258,8 +268,13 @@ class FailureDiagnoser(_Role):
 
     def diagnose(self, skill: Skill, task: Task, trajectory: Trajectory, step: int) -> TextGradient | None:
         """A gradient for one failed task, or None when the model gave nothing usable (counted)."""
-        out = self._ask(skill, self.prompt(skill, task, trajectory), GRADIENT_SCHEMA)
+        prompt = self.prompt(skill, task, trajectory)
+        out = self._ask(skill, prompt, GRADIENT_SCHEMA)
         if out is None:
+            return None
+        if echoes_instructions(str(out["label"]), prompt):
+            self.invalid_outputs += 1
+            self.last_error = f"label {out['label']!r} only repeats the reply instructions"
             return None
         label, repaired = clean_label(str(out["label"]), task, skill.files[SKILL_MD])
         if label is None:
@@ -312,10 +327,15 @@ class ContrastiveDiagnoser(_Role):
 
     def compare(self, skill: Skill, task: Task, now: Trajectory, before: Trajectory,
                 step: int) -> PreservationSignal | None:
-        out = self._ask(skill, self.prompt(skill, task, now, before), PRESERVATION_SCHEMA)
+        prompt = self.prompt(skill, task, now, before)
+        out = self._ask(skill, prompt, PRESERVATION_SCHEMA)
         if out is None:
             return None
         what = truncate(str(out["what_helped"]), 200)
+        if echoes_instructions(what, prompt):
+            self.invalid_outputs += 1
+            self.last_error = f"what_helped {out['what_helped']!r} only repeats the reply instructions"
+            return None
         if len(words(what)) < 2:
             self.invalid_outputs += 1
             self.last_error = f"what_helped {out['what_helped']!r} says nothing"
@@ -327,5 +347,5 @@ class ContrastiveDiagnoser(_Role):
 
 __all__ = [
     "ContrastiveDiagnoser", "FailureDiagnoser", "PreservationSignal", "TextGradient",
-    "clean_label", "layer_for", "resolve_anchor", "section_titles", "skill_context",
+    "clean_label", "echoes_instructions", "layer_for", "resolve_anchor", "section_titles", "skill_context",
 ]
