@@ -5,6 +5,11 @@ baseline, on WikiTableQuestions. Training and validation questions come from the
 the test questions come from the official test split (`pristine-unseen-tables`), which no step
 ever sees. Several seeds; mean and standard deviation of test accuracy, with tokens and time.
 Writes JSON and a Markdown table.
+
+The run uses a response cache of its own (a fresh file unless --cache names one), so the
+seconds it reports are this run's model time: a call repeated within the run (the seed skill's
+test evaluation shared by configs that end on the same skill, an ablation whose calls equal the
+full run's) is answered from that cache, and each row says how many of its calls were.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def run_one(config: str, seed: int, args: argparse.Namespace, backend: Any, pool
     skill_root = workdir / f"{config}-{seed}" / args.skill.name
     shutil.copytree(args.skill, skill_root)
     agent = Agent(backend, AgentSettings())
+    before = backend.cache.stats()
     start = time.perf_counter()
     tokens = 0
     if config in ("skillgrad", "no-momentum", "no-contrastive"):
@@ -61,12 +67,15 @@ def run_one(config: str, seed: int, args: argparse.Namespace, backend: Any, pool
         if patch is not None:
             apply_patch(skill_root, patch)
     train_seconds = time.perf_counter() - start
+    mid = backend.cache.stats()
     final = load_skill(skill_root)
     test = evaluate(agent, final, test_tasks, seed=TEST_SEED)
     return {"config": config, "seed": seed, "test_accuracy": test.accuracy, "test_passed": test.passed,
             "test_n": test.n, "skill_hash": final.hash, "skill_chars": sum(final.text_size().values()),
             "optimise_tokens": tokens, "test_tokens": test.prompt_tokens + test.completion_tokens,
-            "optimise_seconds": round(train_seconds, 1), "test_seconds": round(test.seconds, 1)}
+            "optimise_seconds": round(train_seconds, 1), "test_seconds": round(test.seconds, 1),
+            "optimise_calls": (mid.hits - before.hits) + (mid.misses - before.misses),
+            "optimise_cached_calls": mid.hits - before.hits}
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -78,18 +87,23 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         sel = [r for r in rows if r["config"] == config]
         out[config] = {"mean": statistics.mean(accs), "std": statistics.pstdev(accs), "runs": len(accs),
                        "tokens": statistics.mean(r["optimise_tokens"] for r in sel),
-                       "seconds": statistics.mean(r["optimise_seconds"] for r in sel)}
+                       "seconds": statistics.mean(r["optimise_seconds"] for r in sel),
+                       "calls": statistics.mean(r.get("optimise_calls", 0) for r in sel),
+                       "cached_calls": statistics.mean(r.get("optimise_cached_calls", 0) for r in sel)}
     return out
 
 
 def markdown(summary: dict[str, dict[str, float]], args: argparse.Namespace, n_test: int) -> str:
     lines = [f"Model `{args.model}`, {args.seeds} seeds, {args.steps} steps x batch {args.batch_size}, "
-             f"held-out test: {n_test} official test questions.", "",
-             "| config | test accuracy (mean ± std) | runs | optimiser tokens | optimiser seconds |",
-             "| --- | --- | --- | --- | --- |"]
+             f"held-out test: {n_test} official test questions. Model calls in brackets were answered by "
+             "this run's own response cache (the same request made earlier in the run), so they cost "
+             "almost no time.", "",
+             "| config | test accuracy (mean ± std) | runs | optimiser tokens | optimiser seconds | "
+             "model calls (from cache) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for config, s in summary.items():
         lines.append(f"| {config} | {s['mean']:.3f} ± {s['std']:.3f} | {s['runs']} | "
-                     f"{s['tokens']:.0f} | {s['seconds']:.0f} |")
+                     f"{s['tokens']:.0f} | {s['seconds']:.0f} | {s['calls']:.0f} ({s['cached_calls']:.0f}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -107,6 +121,7 @@ def main() -> int:
     parser.add_argument("--merge", type=Path, help="an earlier report: keep its rows for the configs "
                         "not run now (to re-run one config without redoing the rest)")
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: all cores)")
+    parser.add_argument("--cache", type=Path, help="response cache file (default: a fresh one for this run)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = parser.parse_args()
 
@@ -118,9 +133,10 @@ def main() -> int:
     config.set("model", "default", args.model)
     if args.threads:
         config.set("model", "n_threads", args.threads)
-    backend = make_backend(config)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="skillgrad-quality-") as tmp:
+        config.set("cache", "path", str(args.cache or Path(tmp) / "responses.sqlite"))
+        backend = make_backend(config)
         for seed in range(args.seeds):
             for name in args.configs.split(","):
                 if name == "seed" and seed > 0 and any(r["config"] == "seed" for r in rows):
@@ -129,7 +145,7 @@ def main() -> int:
                 row = run_one(name, seed, args, backend, pool, test_tasks, Path(tmp))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    backend.close()
+        backend.close()
     if args.merge:
         earlier = json.loads(args.merge.read_text())
         rerun = set(args.configs.split(","))
