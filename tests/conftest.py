@@ -24,6 +24,21 @@ def _isolated_user_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         os.environ["XDG_CONFIG_HOME"] = old
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fresh_response_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # Model tests must run the model: a developer's warm response cache would answer them, and a
+    # test that passes from cache here could fail on a fresh CI machine. Subprocesses inherit it.
+    from skillgrad_tui.core.llm.cache import CACHE_ENV
+
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("response-cache") / "responses.sqlite3")
+    yield
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not (SHARED / "benchmarks").is_dir():

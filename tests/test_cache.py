@@ -285,3 +285,13 @@ def test_two_processes_write_and_read_the_same_file(tmp_path: Path) -> None:
         for i in range(n):
             got = cache.get(f"{name}-{i}")
             assert got is not None and got.text == f"{name} {i}" and got.usage.prompt_tokens == i
+
+
+def test_response_cache_location_can_be_set_by_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from skillgrad_tui.core.llm.cache import CACHE_ENV, default_cache_path
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "ci.sqlite3"))
+    assert default_cache_path() == tmp_path / "ci.sqlite3"
+    assert ResponseCache().path == tmp_path / "ci.sqlite3"
+    monkeypatch.delenv(CACHE_ENV)
+    assert default_cache_path().name == "responses.sqlite3" and tmp_path not in default_cache_path().parents

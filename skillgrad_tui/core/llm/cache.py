@@ -44,7 +44,15 @@ _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
 
+CACHE_ENV = "SKILLGRAD_RESPONSE_CACHE"
+
+
 def default_cache_path() -> Path:
+    """The user cache dir's file, unless $SKILLGRAD_RESPONSE_CACHE names another: CI and the
+    test suite point it at a fresh file so that model tests run the model, not a warm cache."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
     return platformdirs.user_cache_path("skillgrad") / "responses.sqlite3"
 
 
