@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import os
 import threading
 import time
@@ -225,6 +226,11 @@ class SkillgradApp(App[int]):
     def _suite_loaded(self, message: SuiteLoaded) -> None:
         self.suite, self.suite_error = message.suite, message.error
         self._update_subtitle()
+        # Start-up is over: everything alive now (Textual, the widgets, the suite) lives as long as
+        # the app. Freezing it keeps the cyclic GC from re-scanning it in every full collection,
+        # which were 75-107 ms pauses mid-run (measured with gc.callbacks), now at most ~60 ms.
+        gc.collect()
+        gc.freeze()
 
     # -- runs --------------------------------------------------------------------------------------
 
