@@ -94,6 +94,16 @@ def _constrained_pick(chain: Any, gram: Any, ctx: Any, n_vocab: int) -> int:
     return -1
 
 
+def reusable_prefix(llm: Any, prompt: list[int]) -> int:
+    """How many leading tokens of `prompt` the KV cache holds and can keep: at most all but the
+    last, which is always evaluated again so that there are fresh logits to sample from (the
+    same rule as llama-cpp-python's generate())."""
+    from llama_cpp import Llama
+
+    held = llm._input_ids[: llm.n_tokens]
+    return max(0, min(Llama.longest_token_prefix(held, prompt), len(prompt) - 1))
+
+
 def constrained_tokens(llm: Any, prompt: list[int], grammar: Any, params: SamplingParams,
                        stats: GrammarStats | None = None) -> Iterator[int]:
     """Yield tokens for `prompt` that follow `grammar`, reusing the KV cache's common prefix."""
@@ -102,13 +112,7 @@ def constrained_tokens(llm: Any, prompt: list[int], grammar: Any, params: Sampli
     stats = stats if stats is not None else GrammarStats()
     ctx = llm._ctx.ctx
     n_vocab = llm.n_vocab()
-    held = llm._input_ids[: llm.n_tokens]
-    common = 0
-    for a, b in zip(held, prompt):
-        if a != b:
-            break
-        common += 1
-    common = min(common, len(prompt) - 1)  # always decode at least one token for fresh logits
+    common = reusable_prefix(llm, prompt)
     if common > 0 and llm._ctx.kv_cache_seq_rm(-1, common, -1):
         llm.n_tokens = common
     else:

@@ -18,7 +18,8 @@ from typing import Any
 
 from skillgrad_tui.core.errors import BackendError, ModelError, PromptTooLong
 from skillgrad_tui.core.llm.base import CancelToken, Completion, CompletionRequest, Usage
-from skillgrad_tui.core.llm.constrained import GrammarStats, SamplingParams, constrained_tokens
+from skillgrad_tui.core.llm.constrained import (GrammarStats, SamplingParams, constrained_tokens,
+                                              reusable_prefix)
 from skillgrad_tui.core.llm.gguf_info import read_gguf_info
 from skillgrad_tui.core.llm.jsonout import complete_with_schema
 from skillgrad_tui.core.llm.loops import looping_tail
@@ -150,14 +151,8 @@ class LlamaBackend:
         return self._grammars[key]
 
     def _cached_prefix(self, tokens: list[int]) -> int:
-        """How many of `tokens` the KV cache already holds (what generate() will reuse)."""
-        held = self._llm._input_ids[: self._llm.n_tokens]
-        n = 0
-        for a, b in zip(held, tokens):
-            if a != b:
-                break
-            n += 1
-        return n - 1 if n == len(tokens) and n > 0 else n
+        """How many of `tokens` the KV cache already holds (what generation will reuse)."""
+        return reusable_prefix(self._llm, tokens)
 
     # -- the contract ------------------------------------------------------------------------------
 
