@@ -137,7 +137,7 @@ class Agent:
             traj.turns.append(Turn("prompt", _show(messages)))
         completion = self.backend.complete(request, cancel)
         traj.usage = traj.usage + completion.usage
-        traj.turns.append(Turn("model", completion.text, usage=completion.usage))
+        traj.turns.append(Turn("model", completion.text, usage=completion.usage, finish=completion.finish_reason))
         if completion.finish_reason == "cancelled":
             raise Cancelled()
         return completion

@@ -90,6 +90,7 @@ class Turn:
     content: str
     name: str | None = None  # tool name for tool_call/tool_result
     usage: Usage | None = None
+    finish: str | None = None  # a model turn's finish reason ("stop", "length", "loop"): cut-off evidence
 
 
 @dataclass
