@@ -18,10 +18,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from skillgrad_tui.core.gradient import GRADIENT_SCHEMA  # noqa: E402
+from skillgrad_tui.core.failures import QA_CLASSES  # noqa: E402
+from skillgrad_tui.core.gradient import gradient_schema  # noqa: E402
 from skillgrad_tui.core.llm.base import CompletionRequest  # noqa: E402
 from skillgrad_tui.core.llm.llama_backend import LlamaBackend, default_threads  # noqa: E402
 from skillgrad_tui.core.llm.models import gemma_path  # noqa: E402
+from skillgrad_tui.core.skill import load_skill  # noqa: E402
+
+# The failure diagnoser's schema as a run builds it for the bundled table-qa skill.
+GRADIENT_SCHEMA = gradient_schema(load_skill(ROOT / "skills" / "table-qa"), [c.label for c in QA_CLASSES])
 
 QUESTIONS = [
     ("Which country won the most gold medals?", "Norway", "12"),

@@ -13,9 +13,10 @@ import pytest
 
 from skillgrad_tui.core.errors import BackendError
 from skillgrad_tui.core.evaluators import get_evaluator
+from skillgrad_tui.core.failures import QA_CLASSES
 from skillgrad_tui.core.gradient import (NEW_SECTION, ContrastiveDiagnoser, FailureDiagnoser,
-                                         PreservationSignal, TextGradient, clean_label, echoes_instructions,
-                                         resolve_anchor, skill_context)
+                                         PreservationSignal, TextGradient, anchor_choices, clean_label,
+                                         echoes_instructions, resolve_anchor, skill_context)
 from skillgrad_tui.core.llm.base import CompletionRequest, ScriptedBackend
 from skillgrad_tui.core.records import Task, Trajectory, Turn
 from skillgrad_tui.core.skill import Skill, load_skill
@@ -63,31 +64,45 @@ def scripted(*outputs: Any) -> ScriptedBackend:
     return ScriptedBackend(respond)
 
 
-def test_valid_output_gives_normalised_gradient_with_diff(skill: Skill, suite: Suite) -> None:
+def test_valid_output_gives_a_gradient_with_its_failure_class(skill: Skill, suite: Suite) -> None:
     task = suite.by_id()["nt-0"]  # last year in the USL A-League: 2004
     traj = failed(task, ["2003"], "The last row says 2003.")
-    backend = scripted({"label": "Picked The Wrong Row!", "layer": "L3", "anchor": "read the TABLE",
+    backend = scripted({"label": "picked the wrong value", "anchor": "Read the table first",
                         "diagnosis": "The skill does not say how to find the last matching row."})
     g = FailureDiagnoser(backend, seed=3).diagnose(skill, task, traj, step=2)
-    assert g is not None
-    assert g.label == "picked the wrong row"
-    assert (g.anchor, g.layer) == ("Read the table first", "L2")  # fuzzy title; a section is L2
+    assert g is not None and g.source == "model"
+    assert (g.label, g.failure_class) == ("picked the wrong value", "wrong_value")
+    assert (g.anchor, g.layer) == ("Read the table first", "L2")
     assert g.evidence == ["nt-0"] and g.step == 2 and g.task_id == "nt-0" and g.id == "g2-nt-0"
     assert g.diff == traj.verdict.summary() and "2004" in g.diff and "2003" in g.diff
     req = backend.calls[0]
     assert req.seed == 3 and req.json_schema is not None and req.max_tokens == 160
+    props = req.json_schema["properties"]
+    assert props["label"]["enum"][0] == "picked the wrong value"  # the computed class first
+    assert set(props["label"]["enum"]) == {c.label for c in QA_CLASSES}
+    assert props["anchor"]["enum"] == anchor_choices(skill) and "Comparisons" in props["anchor"]["enum"]
+    assert REFERENCE in props["anchor"]["enum"] and "layer" not in props
     system, user = req.messages
     assert system.role == "system" and system.content == skill_context(skill)
     assert system.content.index("# Answering questions over a table") < system.content.index(REFERENCE)
     assert task.question in user.content and "Expected answer: 2004" in user.content
     assert "Model answer: 2003" in user.content and g.diff in user.content
     assert "The last row says 2003." in user.content
+    assert "Failure class (computed from the diff): picked the wrong value." in user.content
     assert TextGradient.from_dict(json.loads(json.dumps(g.to_dict()))) == g
 
 
+def test_the_computed_class_leads_the_vocabulary(skill: Skill, suite: Suite) -> None:
+    task = suite.by_id()["nt-5"]  # how many people stayed at least 3 years in office? -> 4
+    backend = scripted({"label": "extra words around answer", "anchor": "Answer format", "diagnosis": "d"})
+    g = FailureDiagnoser(backend).diagnose(skill, task, failed(task, ["4 people"]), step=1)
+    assert g is not None and g.failure_class == "extra_words"
+    assert backend.calls[0].json_schema["properties"]["label"]["enum"][0] == "extra words around answer"
+    assert "Failure class (computed from the diff): extra words around answer" in backend.calls[0].messages[1].content
+
+
 def test_same_skill_same_system_message_for_every_task(skill: Skill, suite: Suite) -> None:
-    backend = scripted({"label": "wrong row chosen here", "layer": "L2", "anchor": "Comparisons",
-                        "diagnosis": "x"})
+    backend = scripted({"label": "picked the wrong value", "anchor": "Comparisons", "diagnosis": "x"})
     d = FailureDiagnoser(backend)
     for tid in ("nt-0", "nt-2"):
         task = suite.by_id()[tid]
@@ -97,25 +112,30 @@ def test_same_skill_same_system_message_for_every_task(skill: Skill, suite: Suit
 
 
 @pytest.mark.parametrize("bad", ["", "I think the row was wrong", '{"label": "x"}',
-                                 '{"label": "a b c", "layer": "L9", "anchor": "x", "diagnosis": "y"}'])
-def test_malformed_output_is_retried_counted_and_returns_none(skill: Skill, suite: Suite, bad: str) -> None:
+                                 '{"label": "a b c", "anchor": "Comparisons", "diagnosis": "y"}',
+                                 '{"label": "picked the wrong value", "anchor": "SECTION_L1_2", "diagnosis": "y"}'])
+def test_malformed_output_is_retried_counted_and_the_class_becomes_the_gradient(skill: Skill, suite: Suite,
+                                                                                bad: str) -> None:
     task = suite.by_id()["nt-5"]
     backend = ScriptedBackend(lambda req: bad)
     d = FailureDiagnoser(backend)
-    assert d.diagnose(skill, task, failed(task, ["7"]), step=1) is None
+    g = d.diagnose(skill, task, failed(task, ["7"]), step=1)
     assert len(backend.calls) == 3  # json_attempts: the backend retried with new seeds
     assert [c.seed for c in backend.calls] == [0, 1, 2]
-    assert d.invalid_outputs == 3 and d.last_error
+    assert d.invalid_outputs == 3 and d.last_error and d.from_code == 1
+    assert g is not None and g.source == "code" and g.failure_class == "wrong_value"
+    assert g.label == "picked the wrong value" and g.anchor == "Read the table first"  # placed by the class
+    assert "find the right row" in g.diagnosis
 
 
 def test_retry_that_succeeds_still_counts_the_bad_output(skill: Skill, suite: Suite) -> None:
     task = suite.by_id()["nt-5"]
-    backend = scripted("not json", {"label": "miscounted matching rows", "layer": "L2",
-                                    "anchor": "Counting and arithmetic", "diagnosis": "Count rows one by one."})
+    backend = scripted("not json", {"label": "picked the wrong value", "anchor": "Counting and arithmetic",
+                                    "diagnosis": "Count rows one by one."})
     d = FailureDiagnoser(backend)
     g = d.diagnose(skill, task, failed(task, ["7"]), step=1)
-    assert g is not None and g.anchor == "Counting and arithmetic"
-    assert d.invalid_outputs == 1
+    assert g is not None and g.anchor == "Counting and arithmetic" and g.source == "model"
+    assert d.invalid_outputs == 1 and d.from_code == 0
 
 
 def test_backend_error_is_counted_not_raised(skill: Skill, suite: Suite) -> None:
@@ -124,8 +144,16 @@ def test_backend_error_is_counted_not_raised(skill: Skill, suite: Suite) -> None
 
     task = suite.by_id()["nt-5"]
     d = FailureDiagnoser(ScriptedBackend(boom))
-    assert d.diagnose(skill, task, failed(task, ["7"]), step=1) is None
+    g = d.diagnose(skill, task, failed(task, ["7"]), step=1)
+    assert g is not None and g.source == "code"
     assert d.backend_errors == 1 and "server went away" in (d.last_error or "")
+
+
+def test_a_passed_task_has_no_gradient(skill: Skill, suite: Suite) -> None:
+    task = suite.by_id()["nt-5"]
+    ok = Trajectory(task.id, "h", "m", 0, answer=["4"], verdict=get_evaluator("wtq").score(task, ["4"]))
+    backend = scripted({"label": "picked the wrong value", "anchor": "Comparisons", "diagnosis": "x"})
+    assert FailureDiagnoser(backend).diagnose(skill, task, ok, step=1) is None and backend.calls == []
 
 
 def test_labels_with_task_values_are_repaired_or_rejected(skill: Skill, suite: Suite) -> None:
@@ -138,33 +166,8 @@ def test_labels_with_task_values_are_repaired_or_rejected(skill: Skill, suite: S
     assert clean_label("last placed row ignored", city, text) == ("last placed row ignored", False)
     long = clean_label("did not look at every single row of the table", city, text)
     assert long == ("not look at every single row", True)  # cut to 6 words, leading stopword dropped
-
-    backend = scripted({"label": "\"jezebel\" 1995", "layer": "L2", "anchor": "Answer format", "diagnosis": "d"})
-    d = FailureDiagnoser(backend)
-    assert d.diagnose(skill, album, failed(album, ["1996"]), step=1) is None
-    assert d.invalid_outputs == 1 and "task-independent" in (d.last_error or "")
-    backend = scripted({"label": "year of jezebel release wrong", "layer": "L2", "anchor": "Answer format",
-                        "diagnosis": "d"})
-    d = FailureDiagnoser(backend)
-    g = d.diagnose(skill, album, failed(album, ["1996"]), step=1)
-    assert g is not None and g.label == "year of release wrong" and d.repaired_labels == 1
-
-
-@pytest.mark.parametrize("label", ["lowercase words naming the general mistake", "skill md body",
-                                   "the SKILL.md body (L2)", "new section"])
-def test_labels_that_copy_the_reply_instructions_are_rejected(skill: Skill, suite: Suite, label: str) -> None:
-    # Real outputs of SmolLM2-135M in the quality benchmark: the format description, echoed.
-    task = suite.by_id()["nt-7"]
-    d = FailureDiagnoser(scripted({"label": label, "layer": "L2", "anchor": "new section", "diagnosis": "d"}))
-    assert d.diagnose(skill, task, failed(task, ["Lake Tuz"]), step=1) is None
-    assert d.invalid_outputs == 1 and "repeats the reply instructions" in (d.last_error or "")
-    prompt = d.prompt(skill, task, failed(task, ["Lake Tuz"]))
-    assert echoes_instructions(label, prompt)
-    # A label that uses some of the same words but says what went wrong is kept.
-    assert not echoes_instructions("general mistake in counting rows", prompt)
-    ok = FailureDiagnoser(scripted({"label": "general mistake in counting rows", "layer": "L2",
-                                    "anchor": "Counting", "diagnosis": "d"}))
-    assert ok.diagnose(skill, task, failed(task, ["Lake Tuz"]), step=1) is not None
+    for cls in QA_CLASSES:  # the vocabulary survives cleaning whatever the task
+        assert clean_label(cls.label, album, text) == (cls.label, False)
 
 
 def test_anchor_and_layer_rules(skill: Skill) -> None:
@@ -178,14 +181,12 @@ def test_anchor_and_layer_rules(skill: Skill) -> None:
     assert resolve_anchor(skill, "zzz", hint="qqq") == (NEW_SECTION, "new")
 
 
-@pytest.mark.parametrize("anchor,layer,want", [("dates.md", "L2", ("references/dates.md", "L3")),
-                                               ("description", "L1", ("description", "L1")),
-                                               ("Comparisons", "L1", ("Comparisons", "L2")),
-                                               ("new section", "L3", ("new section", "L2"))])
-def test_layer_follows_the_anchor(skill: Skill, suite: Suite, anchor: str, layer: str,
-                                  want: tuple[str, str]) -> None:
+@pytest.mark.parametrize("anchor,want", [(REFERENCE, (REFERENCE, "L3")), ("description", ("description", "L1")),
+                                         ("Comparisons", ("Comparisons", "L2")),
+                                         ("new section", ("new section", "L2"))])
+def test_layer_follows_the_anchor(skill: Skill, suite: Suite, anchor: str, want: tuple[str, str]) -> None:
     task = suite.by_id()["nt-7"]
-    backend = scripted({"label": "compared the wrong values", "layer": layer, "anchor": anchor,
+    backend = scripted({"label": "picked the wrong value", "anchor": anchor,
                         "diagnosis": "Compare the values. " * 14})
     g = FailureDiagnoser(backend).diagnose(skill, task, failed(task, ["Lake Tuz"]), step=1)
     assert g is not None and (g.anchor, g.layer) == want
@@ -199,23 +200,25 @@ def test_contrastive_diagnoser(skill: Skill, suite: Suite) -> None:
                      verdict=get_evaluator("wtq").score(task, ["4"]))
     assert now.verdict is not None and now.verdict.passed
     backend = scripted({"what_helped": "Listing matching rows one by one before counting.",
-                        "anchor": "Counting", "robust": True})
+                        "anchor": "Counting and arithmetic", "robust": True})
     c = ContrastiveDiagnoser(backend)
     s = c.compare(skill, task, now, before, step=4)
     assert s == PreservationSignal("p4-nt-5", 4, "nt-5", "Listing matching rows one by one before counting.",
                                    "Counting and arithmetic", True)
     assert PreservationSignal.from_dict(s.to_dict()) == s
+    assert backend.calls[0].json_schema["properties"]["anchor"]["enum"] == anchor_choices(skill)
     user = backend.calls[0].messages[1].content
     assert "Before (failed): 7" in user and "Now (passed): 4" in user
     assert backend.calls[0].max_tokens == 120
     bad = ContrastiveDiagnoser(ScriptedBackend(lambda req: "{}"))
     assert bad.compare(skill, task, now, before, step=4) is None and bad.invalid_outputs == 3
-    empty = ContrastiveDiagnoser(scripted({"what_helped": "...", "anchor": "x", "robust": False}))
+    empty = ContrastiveDiagnoser(scripted({"what_helped": "...", "anchor": "Comparisons", "robust": False}))
     assert empty.compare(skill, task, now, before, step=4) is None and empty.invalid_outputs == 1
     echo = ContrastiveDiagnoser(scripted({"what_helped": "the skill text or rule that made the difference",
-                                          "anchor": "x", "robust": True}))
+                                          "anchor": "Comparisons", "robust": True}))
     assert echo.compare(skill, task, now, before, step=4) is None and echo.invalid_outputs == 1
     assert "repeats the reply instructions" in (echo.last_error or "")
+    assert echoes_instructions("the skill text or rule", echo.prompt(skill, task, now, before))
 
 
 @pytest.mark.model
@@ -236,13 +239,8 @@ def test_real_model_diagnoses_a_real_failure_without_raising(gemma_backend: Any,
                       verdict=verdict)
     d = FailureDiagnoser(gemma_backend, max_tokens=160)
     g = d.diagnose(skill, task, traj, step=1)
-    assert d.backend_errors == 0
-    if g is None:
-        assert d.invalid_outputs >= 1
-        return
-    n = len(g.label.split())
-    assert 3 <= n <= 6 and g.label == g.label.lower()
-    assert not any(c.isdigit() for c in g.label)
+    assert d.backend_errors == 0 and g is not None  # the model's gradient, or the class's
+    assert g.label in {c.label for c in QA_CLASSES} and g.failure_class
     assert g.layer in ("L1", "L2", "L3") and g.diff == verdict.summary()
-    titles = [s.title for s in skill.sections()]
-    assert g.anchor in titles + [REFERENCE, NEW_SECTION, "description"]
+    assert g.anchor in anchor_choices(skill)
+    assert (g.source == "code") == (d.from_code == 1)

@@ -286,7 +286,7 @@ class EditMenu:
             if self.structural:
                 if blocks and blocks[0].layer == "L2" and blocks[0].heading:
                     branch(section={"const": target}, op={"const": MOVE},
-                           condition={"type": "string", "minLength": 1, "maxLength": 120}, text=text)
+                           condition={"type": "string", "maxLength": 120}, text=text)
                 continue
             branch(section={"const": target}, op={"const": INSERT_AFTER},
                    anchor={"enum": [b.key for b in blocks]}, text=text)
@@ -504,5 +504,23 @@ def branch_for(schema: dict[str, Any], section: str, op: str) -> dict[str, Any] 
     return None
 
 
+def scripted_answer(schema: dict[str, Any], section: str, text: str, why: str = "") -> dict[str, Any]:
+    """A valid answer adding `text` to `section` (its last offered anchor), for scripted stand-in
+    models: a move when the menu only offers moves, a new section when `section` is not offered."""
+    for op in (INSERT_AFTER, MOVE):
+        br = branch_for(schema, section, op)
+        if br is not None:
+            props = br["properties"]
+            if op == MOVE:
+                return {"section": section, "op": MOVE, "condition": "a task needs it", "text": text, "why": why}
+            return {"section": section, "op": op, "anchor": props["anchor"]["enum"][-1], "text": text, "why": why}
+    if branch_for(schema, NEW_SECTION_TARGET, NEW_SECTION) is not None:
+        return {"section": NEW_SECTION_TARGET, "op": NEW_SECTION, "title": section, "text": text, "why": why}
+    items = schema["properties"]["candidates"]["items"]
+    br = items.get("anyOf", [items])[0]["properties"]
+    return {"section": br["section"]["const"], "op": MOVE, "condition": "a task needs it", "text": text, "why": why}
+
+
 __all__ = ["DELETE", "DESCRIPTION_TARGET", "EditMenu", "INSERT_AFTER", "MOVE", "NEW_DESCRIPTION", "NEW_SECTION",
-           "NEW_SECTION_TARGET", "NoChange", "OPERATIONS", "REPLACE", "branch_for", "clean_text", "split_md"]
+           "NEW_SECTION_TARGET", "NoChange", "OPERATIONS", "REPLACE", "branch_for", "clean_text", "scripted_answer",
+           "split_md"]

@@ -30,47 +30,60 @@ class FailureClass:
     label: str  # 3-6 words: the momentum label every failure of this class shares
     hint: str  # what a skill usually has to say to prevent it (shown to the diagnoser)
     where: str  # words of the kind of section it concerns, to place a code-made gradient
+    rule: str = ""  # the usual fix as one skill line (the patcher's example answer uses it)
 
 
 QA_CLASSES: tuple[FailureClass, ...] = (
     FailureClass("empty", "empty or refused answer",
                  "the skill should say that an answer is always required: the best value found, never a refusal",
-                 "answer format reply"),
+                 "answer format reply",
+                 "Always give an answer: the best value the data supports, never a refusal or an empty reply."),
     FailureClass("cut_off", "answer cut off or looping",
                  "the skill should ask for a short reply that stops after the value(s), with no repetition",
-                 "answer format reply"),
+                 "answer format reply",
+                 "Keep the reply short: write the value(s), then stop."),
     FailureClass("extra_words", "extra words around answer",
                  "the skill should ask for the bare value only, with no sentence, unit or explanation around it",
-                 "answer format reply value"),
+                 "answer format reply value",
+                 "Reply with the bare value only, with no sentence, unit or explanation around it."),
     FailureClass("number_format", "number written in wrong format",
                  "the skill should say how to write numbers: plain digits, no separators, symbols or words",
-                 "answer format number"),
+                 "answer format number",
+                 "Write numbers as plain digits, without thousands separators, symbols or words."),
     FailureClass("date_format", "date written in wrong format",
                  "the skill should say how to write dates, in the form the data uses",
-                 "answer format date"),
+                 "answer format date",
+                 "Write dates exactly in the form the data uses."),
     FailureClass("wrong_count", "wrong number of answer items",
                  "the skill should say how many items to give: every match for a list, one value otherwise",
-                 "answer format list items"),
+                 "answer format list items",
+                 "Give every matching item for a list question, one per line, and a single value otherwise."),
     FailureClass("wrong_value", "picked the wrong value",
                  "the skill should say how to find the right row and column before answering",
-                 "read find rows column"),
+                 "read find rows column",
+                 "Find the row and the column the question names before reading the value."),
 )
 SHEET_CLASSES: tuple[FailureClass, ...] = (
     FailureClass("no_output", "no output workbook written",
                  "the skill should say to save the whole workbook under the output name at the end",
-                 "workflow save output"),
+                 "workflow save output",
+                 "End the script by saving the whole workbook under the output file name."),
     FailureClass("script_error", "script failed with error",
                  "the skill should show the safe way to load, edit and save with openpyxl",
-                 "workflow script openpyxl"),
+                 "workflow script openpyxl",
+                 "Load the workbook with openpyxl.load_workbook, change cells through the worksheet, then save it."),
     FailureClass("wrong_types", "cell values have wrong type",
                  "the skill should say to write numbers and dates as values of their type, not as text",
-                 "values types numbers"),
+                 "values types numbers",
+                 "Write numbers and dates as numbers and dates, not as text."),
     FailureClass("untouched_changed", "changed cells meant to stay",
                  "the skill should say to change only the cells the instruction names",
-                 "cells change only"),
+                 "cells change only",
+                 "Change only the cells the instruction names; leave every other cell as it is."),
     FailureClass("wrong_cells", "wrong values in answer cells",
                  "the skill should say how to compute each answer cell from the instruction",
-                 "cells values formulas"),
+                 "cells values formulas",
+                 "Compute each answer cell exactly as the instruction says, then check it."),
 )
 _BY_KEY = {c.key: c for c in QA_CLASSES + SHEET_CLASSES}
 
@@ -86,6 +99,11 @@ class Failure:
 
 def failure_class(key: str) -> FailureClass:
     return _BY_KEY[key]
+
+
+def class_by_label(label: str) -> FailureClass | None:
+    """The class whose label this is (pattern labels come from the class vocabulary)."""
+    return next((c for c in _BY_KEY.values() if c.label == label), None)
 
 
 def vocabulary(task: Task) -> tuple[FailureClass, ...]:
@@ -318,4 +336,5 @@ def classify(task: Task, traj: Trajectory) -> Failure | None:
     return classify_answer(task, traj)
 
 
-__all__ = ["Failure", "FailureClass", "QA_CLASSES", "SHEET_CLASSES", "classify", "failure_class", "vocabulary"]
+__all__ = ["Failure", "FailureClass", "QA_CLASSES", "SHEET_CLASSES", "class_by_label", "classify", "failure_class",
+           "vocabulary"]

@@ -1,10 +1,14 @@
 """Text gradients: the failure diagnoser and the contrastive diagnoser (method.md, step 2).
 
 A diagnoser reads one task, the evaluator's structured diff and the trajectory, and writes a short
-task-independent label, the layer and anchor it concerns and a diagnosis. It never writes skill
-edits. The model's output is treated as untrusted: the JSON schema bounds it, and the label,
-layer and anchor are then normalised and checked here, so a 270M model cannot put task values
-into a label or point at a section that does not exist.
+task-independent label, the anchor it concerns (the layer follows from the anchor) and a
+diagnosis. It never writes skill edits. Before the model reads anything, the code classifies the
+failure from the diff (failures.py); the class is evidence in the prompt, and the label is
+chosen from the class vocabulary, so labels are reusable and momentum merges patterns on meaning.
+The schema is built from the skill: the anchor is an enum of its real section titles and files.
+The model's output is still untrusted: label and anchor are checked here again. When the model
+gives nothing usable, the failure class itself becomes the gradient (`source` "code"), so a
+failed task is never silently dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast
 
 from skillgrad_tui.core.errors import BackendError, OutputInvalid
+from skillgrad_tui.core.failures import Failure, classify, vocabulary
 from skillgrad_tui.core.llm.base import Backend, CompletionRequest
 from skillgrad_tui.core.records import Task, Trajectory
 from skillgrad_tui.core.skill import SKILL_MD, Skill
@@ -39,6 +44,8 @@ class TextGradient:
     diagnosis: str
     evidence: list[str]  # task ids
     diff: str  # the evaluator's diff summary: hard evidence, filled by code, never by the model
+    failure_class: str = ""  # failures.FailureClass.key, computed from the diff
+    source: str = "model"  # "model", or "code" when the model gave nothing usable
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +56,7 @@ class TextGradient:
             id=d["id"], step=int(d["step"]), task_id=d["task_id"], label=d["label"],
             layer=cast(Layer, d["layer"]), anchor=d["anchor"], diagnosis=d.get("diagnosis", ""),
             evidence=list(d.get("evidence", [])), diff=d.get("diff", ""),
+            failure_class=d.get("failure_class", ""), source=d.get("source", "model"),
         )
 
 
@@ -86,6 +94,13 @@ def skill_context(skill: Skill) -> str:
 
 def section_titles(skill: Skill) -> list[str]:
     return [s.title for s in skill.sections() if s.title]
+
+
+def anchor_choices(skill: Skill) -> list[str]:
+    """What an anchor may be: the skill's section titles and L3 files, a new section, the
+    description (the enum of every diagnoser's anchor)."""
+    l3 = sorted(p for p in skill.files if p != SKILL_MD)
+    return list(dict.fromkeys([*section_titles(skill), *l3, NEW_SECTION, DESCRIPTION_ANCHOR]))
 
 
 def resolve_anchor(skill: Skill, raw: str, hint: str = "") -> tuple[str, str]:
@@ -209,6 +224,7 @@ class _Role:
         self.backend_errors = 0
         self.last_error: str | None = None
         self.repaired_labels = 0
+        self.from_code = 0  # gradients made from the failure class because the model's answer was unusable
 
     def _ask(self, skill: Skill, user: str, schema: dict[str, Any]) -> Any | None:
         request = CompletionRequest.chat(("system", skill_context(skill)), ("user", user),
@@ -231,26 +247,31 @@ class _Role:
 
 # ------------------------------------------------------------------------------ failure diagnoser
 
-GRADIENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "label": {"type": "string", "minLength": 3, "maxLength": 60},
-        "layer": {"type": "string", "enum": ["L1", "L2", "L3"]},
-        "anchor": {"type": "string", "minLength": 1, "maxLength": 80},
-        "diagnosis": {"type": "string", "minLength": 1, "maxLength": DIAGNOSIS_MAX},
-    },
-    "required": ["label", "layer", "anchor", "diagnosis"],
-    "additionalProperties": False,
-}
+def gradient_schema(skill: Skill, labels: list[str]) -> dict[str, Any]:
+    """The failure diagnoser's schema: label from the failure-class vocabulary, anchor from the skill."""
+    return {
+        "type": "object",
+        "properties": {
+            "label": {"enum": labels},
+            "anchor": {"enum": anchor_choices(skill)},
+            "diagnosis": {"type": "string", "minLength": 1, "maxLength": DIAGNOSIS_MAX},
+        },
+        "required": ["label", "anchor", "diagnosis"],
+        "additionalProperties": False,
+    }
 
 
 class FailureDiagnoser(_Role):
     def __init__(self, backend: Backend, *, seed: int = 0, max_tokens: int = 160) -> None:
         super().__init__(backend, seed, max_tokens)
 
-    def prompt(self, skill: Skill, task: Task, trajectory: Trajectory) -> str:
+    def prompt(self, skill: Skill, task: Task, trajectory: Trajectory, failure: Failure | None = None) -> str:
         titles = "; ".join(section_titles(skill)) or "(none)"
         error = f"Run error: {truncate(trajectory.error, 200)}\n" if trajectory.error else ""
+        failure = failure or classify(task, trajectory)
+        evidence = (f"Failure class (computed from the diff): {failure.cls.label}. {failure.evidence}\n"
+                    if failure else "")
+        labels = "; ".join(self.labels(task, failure))
         return (
             "A task failed with this skill. Find what the skill lacks or gets wrong, in general terms.\n"
             f"Task ({task.kind}): {truncate(task.question, 400)}\n"
@@ -258,51 +279,68 @@ class FailureDiagnoser(_Role):
             f"Model answer: {truncate(_answer_text(trajectory.answer), 200)}\n"
             f"{error}"
             f"Evaluator diff:\n{_diff_text(trajectory)}\n"
+            f"{evidence}"
             f"Final model turn (cut): {_final_turn(trajectory)}\n"
             f"Skill sections: {titles}\n"
-            'Reply with JSON {"label", "layer", "anchor", "diagnosis"}: label = 3 to 6 lowercase words '
-            "naming the general mistake, with no names or numbers from this task; layer = L1 "
-            "(description), L2 (SKILL.md body) or L3 (a references/ file); anchor = the section "
-            'title or file to fix, or "new section"; diagnosis = one sentence on what the skill lacks.'
+            'Reply with JSON {"label", "anchor", "diagnosis"}: label = one of: ' + labels + " (the computed "
+            "class unless the trajectory shows another); anchor = the section title or file to fix, or "
+            '"new section"; diagnosis = one sentence on what the skill lacks.'
         )
 
+    @staticmethod
+    def labels(task: Task, failure: Failure | None) -> list[str]:
+        """The label vocabulary, the computed class first (a small model tends to take the first)."""
+        vocab = [c.label for c in vocabulary(task)]
+        if failure is not None:
+            vocab.remove(failure.cls.label)
+            vocab.insert(0, failure.cls.label)
+        return vocab
+
     def diagnose(self, skill: Skill, task: Task, trajectory: Trajectory, step: int) -> TextGradient | None:
-        """A gradient for one failed task, or None when the model gave nothing usable (counted)."""
-        prompt = self.prompt(skill, task, trajectory)
-        out = self._ask(skill, prompt, GRADIENT_SCHEMA)
-        if out is None:
+        """A gradient for one failed task: the model's, or (when it gave nothing usable, counted
+        in invalid_outputs) one made from the failure class. None only for a task that passed."""
+        failure = classify(task, trajectory)
+        if failure is None:
             return None
-        if echoes_instructions(str(out["label"]), prompt):
-            self.invalid_outputs += 1
-            self.last_error = f"label {out['label']!r} only repeats the reply instructions"
-            return None
-        label, repaired = clean_label(str(out["label"]), task, skill.files[SKILL_MD])
-        if label is None:
-            self.invalid_outputs += 1
-            self.last_error = f"label {out['label']!r} has fewer than {LABEL_MIN_WORDS} task-independent words"
-            return None
-        self.repaired_labels += repaired
+        prompt = self.prompt(skill, task, trajectory, failure)
+        out = self._ask(skill, prompt, gradient_schema(skill, self.labels(task, failure)))
+        label: str | None = None
+        if out is not None:
+            label, repaired = clean_label(str(out["label"]), task, skill.files[SKILL_MD])
+            if label is None:
+                self.invalid_outputs += 1
+                self.last_error = f"label {out['label']!r} has fewer than {LABEL_MIN_WORDS} task-independent words"
+            else:
+                self.repaired_labels += repaired
+        if out is None or label is None:
+            self.from_code += 1
+            anchor, kind = resolve_anchor(skill, "", f"{failure.cls.where} {failure.cls.label}")
+            return TextGradient(
+                id=f"g{step}-{task.id}", step=step, task_id=task.id, label=failure.cls.label,
+                layer=layer_for(kind), anchor=anchor, diagnosis=failure.cls.hint, evidence=[task.id],
+                diff=_diff_text(trajectory), failure_class=failure.cls.key, source="code")
         diagnosis = truncate(str(out["diagnosis"]), DIAGNOSIS_MAX)
         anchor, kind = resolve_anchor(skill, str(out["anchor"]), f"{label} {diagnosis}")
         return TextGradient(
             id=f"g{step}-{task.id}", step=step, task_id=task.id, label=label,
             layer=layer_for(kind), anchor=anchor, diagnosis=diagnosis,
-            evidence=[task.id], diff=_diff_text(trajectory),
+            evidence=[task.id], diff=_diff_text(trajectory), failure_class=failure.cls.key,
         )
 
 
 # -------------------------------------------------------------------------- contrastive diagnoser
 
-PRESERVATION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "what_helped": {"type": "string", "minLength": 3, "maxLength": 200},
-        "anchor": {"type": "string", "minLength": 1, "maxLength": 80},
-        "robust": {"type": "boolean"},
-    },
-    "required": ["what_helped", "anchor", "robust"],
-    "additionalProperties": False,
-}
+def preservation_schema(skill: Skill) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "what_helped": {"type": "string", "minLength": 3, "maxLength": 200},
+            "anchor": {"enum": anchor_choices(skill)},
+            "robust": {"type": "boolean"},
+        },
+        "required": ["what_helped", "anchor", "robust"],
+        "additionalProperties": False,
+    }
 
 
 class ContrastiveDiagnoser(_Role):
@@ -328,7 +366,7 @@ class ContrastiveDiagnoser(_Role):
     def compare(self, skill: Skill, task: Task, now: Trajectory, before: Trajectory,
                 step: int) -> PreservationSignal | None:
         prompt = self.prompt(skill, task, now, before)
-        out = self._ask(skill, prompt, PRESERVATION_SCHEMA)
+        out = self._ask(skill, prompt, preservation_schema(skill))
         if out is None:
             return None
         what = truncate(str(out["what_helped"]), 200)
@@ -346,6 +384,7 @@ class ContrastiveDiagnoser(_Role):
 
 
 __all__ = [
-    "ContrastiveDiagnoser", "FailureDiagnoser", "PreservationSignal", "TextGradient",
-    "clean_label", "echoes_instructions", "layer_for", "resolve_anchor", "section_titles", "skill_context",
+    "ContrastiveDiagnoser", "FailureDiagnoser", "PreservationSignal", "TextGradient", "anchor_choices",
+    "clean_label", "echoes_instructions", "gradient_schema", "layer_for", "preservation_schema", "resolve_anchor",
+    "section_titles", "skill_context",
 ]

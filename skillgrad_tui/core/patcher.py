@@ -1,17 +1,21 @@
 """The patcher: pattern-by-pattern skill edits, with every rule checked in code (method.md, step 4).
 
-For each of the heaviest patterns the model proposes two or three candidate edits; the code turns
-each into exact `Edit`s, runs every check, and keeps the smallest change that passes. The rules
-are never left to the prompt alone, because a small model ignores them: the edit must apply
-exactly once, L1 stays one sentence of at most 50 words, L2 stays under its size budget, no
-training question or answer value is copied in, no edit replaces more than half of a file, no
-section heading disappears, nothing a robust preservation signal relies on is deleted, and the
-edits of one proposal must apply together and leave a skill that loads.
+For each of the heaviest patterns the model picks one to three edits from a menu built from the
+skill (edit_menu.py): a section, an operation and an anchor chosen from enums of what really
+exists, and only the new text free, so every answer the schema admits is an edit that applies.
+The code then runs every check, because a small model ignores rules it is only told: L1 stays
+one sentence of at most 50 words, L2 stays under its size budget, no training question or
+answer value is copied in, no edit replaces more than half of a file, no section heading
+disappears, nothing a robust preservation signal relies on is deleted, and the edits of one
+candidate must apply together and leave a skill that loads. A structural move (after 3+
+recurrences despite in-place patches) only asks for the detail and the condition; the code
+writes references/<slug>.md and the "Read references/<slug>.md when ..." pointer itself.
 
-Small models are helped by easy candidate forms that the code converts into exact edits:
-{"section", "add"} appends under a section, {"description"} rewrites L1, and a structural move
-(after 3+ recurrences despite in-place patches) only asks for the detail and the condition; the
-code writes references/<slug>.md and the "Read references/<slug>.md when ..." pointer itself.
+`propose` returns a pool of candidate skills for the optimiser (GEPA-style): candidate 0 combines
+each pattern's simplest passing edit; the next ones are single alternatives (another edit for one
+pattern, or one pattern's edit alone), and, when there are too few, edits sampled again at a
+higher temperature. Every answer is counted: proposed, applied (became an edit that applies),
+no change, passed the checks, rejected by reason.
 """
 
 from __future__ import annotations
@@ -26,26 +30,42 @@ from typing import Any
 
 import yaml
 
+from skillgrad_tui.core.edit_menu import (INSERT_AFTER, MOVE, EditMenu, NoChange, split_md)
 from skillgrad_tui.core.errors import BackendError, EditError, OutputInvalid
-from skillgrad_tui.core.gradient import (NEW_SECTION, PreservationSignal, resolve_anchor,
-                                        section_titles, skill_context)
+from skillgrad_tui.core.failures import class_by_label
+from skillgrad_tui.core.gradient import PreservationSignal, resolve_anchor, skill_context
 from skillgrad_tui.core.llm.base import Backend, CompletionRequest
 from skillgrad_tui.core.momentum import Pattern, rank_key
 from skillgrad_tui.core.records import Task
 from skillgrad_tui.core.skill import SKILL_MD, Edit, Patch, Skill, apply_edits_in_memory, check_edit
 from skillgrad_tui.core.textsim import (STOPWORDS, content_words, contains_phrase, ngrams, normalise_label,
-                                        numbers_in, quoted_strings, slugify, truncate, words)
+                                        numbers_in, quoted_strings, truncate, words)
 
 STRUCTURAL_RECURRENCE = 3
 MAX_REWRITE_FRACTION = 0.5
+SAMPLE_TEMPERATURE = 0.8  # extra candidates are sampled; the first answer per pattern is greedy
 _HEADING_LINE = re.compile(r"^ {0,3}#{1,6}\s+\S")
-_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s")
 _MENTION = re.compile(r"(?<![\w/.-])((?:references|scripts|assets)/[\w./-]*[\w-])")
 # Answers that are ordinary words: an instruction may mention them without copying a task value.
 _GENERIC_ANSWERS = frozenset(
     "yes no none true false total more less same first last before after above below left right "
     "home away win loss draw male female other unknown all both neither either".split()
 )
+
+# Why an answer did not become part of a candidate: short keys, counted in every step's account.
+NO_CHANGE = "no change"
+DOES_NOT_APPLY = "does not apply"
+CONFLICT = "conflicts with another edit"
+TRAINING_VALUE = "copies a training value"
+L2_BUDGET = "over the L2 size budget"
+DESCRIPTION_RULE = "description rule"
+REWRITE = "rewrites too much"
+HEADING_REMOVED = "removes a heading"
+PROTECTED = "removes protected text"
+DANGLING = "points to a missing file"
+MODEL_INVALID = "model output invalid"
+MODEL_FAILED = "model call failed"
+Rejection = tuple[str, str]  # (key, message)
 
 
 # --------------------------------------------------------------------------------------- records
@@ -65,28 +85,47 @@ class ProposedEdit:
                 "pattern": self.pattern_id, "pattern_label": self.pattern_label, "rationale": self.rationale,
                 "gradients": list(self.gradients), "tasks": list(self.tasks)}
 
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "ProposedEdit":
+        return ProposedEdit(Edit(d["layer"], d["path"], d["old"], d["new"]), d["pattern"], d["pattern_label"],
+                            d.get("rationale", ""), list(d.get("gradients", [])), list(d.get("tasks", [])))
+
 
 @dataclass
 class Proposal:
-    edits: list[ProposedEdit] = field(default_factory=list)  # passed every check; apply together, in order
-    rejected: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # raw candidate, reason
-    invalid_outputs: int = 0
+    """The candidates of one step and the account of how they came about."""
 
-    def to_patch(self) -> Patch:
+    candidates: list[list[ProposedEdit]] = field(default_factory=list)  # each applies together, in order
+    origins: list[str] = field(default_factory=list)  # how each candidate was made
+    rejected: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # raw answer (+reason_key), reason
+    invalid_outputs: int = 0
+    proposed: int = 0  # answers the model gave (each one a proposed edit)
+    applied: int = 0  # answers that became edits that apply to the skill
+    passed: int = 0  # ... and passed every check
+
+    @property
+    def edits(self) -> list[ProposedEdit]:
+        """Candidate 0: each pattern's simplest passing edit, together."""
+        return self.candidates[0] if self.candidates else []
+
+    def reject(self, raw: dict[str, Any], key: str, message: str) -> None:
+        self.rejected.append(({**raw, "reason_key": key}, message))
+
+    def reasons(self) -> Counter[str]:
+        return Counter(raw.get("reason_key", "other") for raw, _ in self.rejected)
+
+    def to_patch(self, index: int = 0) -> Patch:
         rationale: list[str] = []
         gradients: list[str] = []
         tasks: list[str] = []
-        for pe in self.edits:
+        chosen = self.candidates[index] if self.candidates else []
+        for pe in chosen:
             line = f"{pe.pattern_label}: {pe.rationale}"
             if line not in rationale:
                 rationale.append(line)
             gradients += [g for g in pe.gradients if g not in gradients]
             tasks += [t for t in pe.tasks if t not in tasks]
-        return Patch([pe.edit for pe in self.edits], "\n".join(rationale), gradients, tasks)
-
-
-class _Reject(Exception):
-    """A candidate that cannot become a checked edit; the message is the reason shown to people."""
+        return Patch([pe.edit for pe in chosen], "\n".join(rationale), gradients, tasks)
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -188,49 +227,29 @@ def check_preservation(skill: Skill, edit: Edit, signals: Sequence[PreservationS
     return None
 
 
-def _check_single(skill: Skill, edit: Edit, signals: Sequence[PreservationSignal]) -> str | None:
+def _check_single(skill: Skill, edit: Edit, signals: Sequence[PreservationSignal]) -> Rejection | None:
     """Checks that concern one edit against the current skill."""
     reason = check_edit(skill, edit)
     if reason is not None:
-        return f"does not apply: {reason}"
+        return DOES_NOT_APPLY, f"does not apply: {reason}"
     if edit.old:
-        region = _split_md(skill.files[SKILL_MD])[1] if edit.layer == "L2" else skill.files.get(edit.path, "")
+        region = split_md(skill.files[SKILL_MD])[1] if edit.layer == "L2" else skill.files.get(edit.path, "")
         replaced = _replaced_chars(edit.old, edit.new)  # an append keeps its anchor: 0 replaced
         if edit.layer != "L1" and replaced > MAX_REWRITE_FRACTION * max(len(region), 1):
-            return (f"replaces {replaced} of {len(region)} characters of {edit.path}: "
-                    "edits must be local, never a rewrite of the whole skill")
+            return REWRITE, (f"replaces {replaced} of {len(region)} characters of {edit.path}: "
+                             "edits must be local, never a rewrite of the whole skill")
         if edit.layer == "L2":
             new_lines = {ln.strip() for ln in edit.new.splitlines()}
             for ln in edit.old.splitlines():
                 if _HEADING_LINE.match(ln) and ln.strip() not in new_lines:
-                    return f"removes the section heading {ln.strip()!r}"
-    return check_preservation(skill, edit, signals)
-
-
-# --------------------------------------------------------------------------------- text helpers
-
-
-def _split_md(text: str) -> tuple[str, str]:
-    """(front matter YAML, body) of a SKILL.md that loads (same delimiter rule as skill.py)."""
-    lines = text.splitlines(keepends=True)
-    if not lines or lines[0].lstrip("\ufeff").rstrip() != "---":
-        return "", text
-    offset = len(lines[0])
-    for line in lines[1:]:
-        if line.rstrip() == "---":
-            return text[len(lines[0]) : offset], text[offset + len(line) :]
-        offset += len(line)
-    return "", text
-
-
-def _description_of(skill_md: str) -> str:
-    data = yaml.safe_load(_split_md(skill_md)[0]) or {}
-    return str(data.get("description", "")) if isinstance(data, dict) else ""
+                    return HEADING_REMOVED, f"removes the section heading {ln.strip()!r}"
+    why = check_preservation(skill, edit, signals)
+    return (PROTECTED, why) if why else None
 
 
 def _section_span(skill: Skill, title: str, *, own_only: bool = True) -> tuple[int, int] | None:
     """0-based file line indices [heading, last line] of a section; `own_only` stops at the
-    first subsection so that additions land in the section itself."""
+    first subsection."""
     secs = skill.sections()
     for i, s in enumerate(secs):
         if s.title == title:
@@ -241,41 +260,7 @@ def _section_span(skill: Skill, title: str, *, own_only: bool = True) -> tuple[i
     return None
 
 
-def _newline(text: str) -> str:
-    return "\r\n" if "\r\n" in text else "\n"
-
-
-def _unique_tail(lines: list[str], lo: int, hi: int, region: str, nl: str) -> str | None:
-    """The shortest block of lines ending at the last non-blank line of [lo, hi] that occurs
-    exactly once in `region`: an exact `old` to append after."""
-    k = hi
-    while k >= lo and not lines[k].strip():
-        k -= 1
-    for start in range(k, lo - 1, -1):
-        block = nl.join(lines[start : k + 1])
-        if region.count(block) == 1:
-            return block
-    return None
-
-
-def _clean_add(text: str) -> str:
-    lines = [ln.rstrip() for ln in text.strip().splitlines() if ln.strip() != "---"]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
-def _joined(anchor_block: str, add: str, bulleted: bool, nl: str) -> str:
-    """anchor_block followed by `add`, formatted to fit: a bullet list gets a bullet, prose a
-    paragraph of its own (so it does not run into the previous list item)."""
-    first = add.lstrip()
-    if _BULLET.match(first):
-        return anchor_block + nl + add.replace("\n", nl)
-    if bulleted and "\n" not in add and not first.startswith("#"):
-        return anchor_block + nl + "- " + add
-    return anchor_block + nl + nl + add.replace("\n", nl)
-
-
-def _title_of(label: str) -> str:
-    return label[:1].upper() + label[1:]
+# --------------------------------------------------------------------------------- text helpers
 
 
 def _common_ends(a: str, b: str) -> int:
@@ -298,206 +283,27 @@ def _change_size(edits: Sequence[Edit]) -> int:
     return sum(len(e.old) + len(e.new) - 2 * _common_ends(e.old, e.new) for e in edits)
 
 
-def _yaml_scalar(text: str) -> str:
-    # A plain scalar when YAML reads it back unchanged, else a JSON string (valid YAML).
-    one_line = " ".join(text.split())
-    try:
-        if yaml.safe_load(f"k: {one_line}") == {"k": one_line}:
-            return one_line
-    except yaml.YAMLError:
-        pass
-    return json.dumps(one_line, ensure_ascii=False)
-
-
-# ------------------------------------------------------------------------------ the conversions
-
-
-def _append_edit(skill: Skill, section: str, add: str, pattern: Pattern) -> Edit:
-    add = _clean_add(add)
-    if not add:
-        raise _Reject("nothing to add")
-    anchor, kind = resolve_anchor(skill, section, pattern.anchor)
-    if kind == "description":
-        raise _Reject("the description cannot take an addition; give a new description instead")
-    if kind == "file":
-        text = skill.files[anchor]
-        nl, lines = _newline(text), text.splitlines()
-        block = _unique_tail(lines, 0, len(lines) - 1, text, nl)
-        if block is None:
-            raise _Reject(f"no unique line to append after in {anchor}")
-        bulleted = any(_BULLET.match(ln) for ln in lines)
-        return Edit("L3", anchor, block, _joined(block, add, bulleted, nl))
-    text = skill.files[SKILL_MD]
-    nl, lines = _newline(text), text.splitlines()
-    body = _split_md(text)[1]
-    body_lo = text[: len(text) - len(body)].count("\n")
-    if kind == "new":
-        if not add.lstrip().startswith("#"):
-            single = "\n" not in add and not _BULLET.match(add)
-            add = f"## {_title_of(pattern.label)}\n" + ("- " + add if single else add)
-        block = _unique_tail(lines, body_lo, len(lines) - 1, body, nl)
-        if block is None:
-            raise _Reject("the body has no unique last line to append a new section after")
-        return Edit("L2", SKILL_MD, block, block + nl + nl + add.replace("\n", nl))
-    span = _section_span(skill, anchor)
-    if span is None:  # pragma: no cover - resolve_anchor only returns existing titles
-        raise _Reject(f"no section {anchor!r}")
-    lo, hi = span
-    block = _unique_tail(lines, lo, hi, body, nl)
-    if block is None:
-        raise _Reject(f"no unique line to append after in section {anchor!r}")
-    bulleted = any(_BULLET.match(ln) for ln in lines[lo : hi + 1])
-    return Edit("L2", SKILL_MD, block, _joined(block, add, bulleted, nl))
-
-
-def _description_edit(skill: Skill, description: str) -> Edit:
-    text = skill.files[SKILL_MD]
-    yaml_text = _split_md(text)[0]
-    lines = yaml_text.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if re.match(r"description\s*:", line):
-            j = i + 1
-            while j < len(lines) and (lines[j].startswith((" ", "\t")) or not lines[j].strip()):
-                j += 1  # a folded or literal block continues on indented lines
-            old = "".join(lines[i:j]).rstrip("\r\n")
-            nl = _newline(text)
-            return Edit("L1", SKILL_MD, old, "description: " + _yaml_scalar(description).replace("\n", nl))
-    raise _Reject("front matter has no description line")
-
-
-def _repair_old(region: str, old: str) -> tuple[str, bool]:
-    """Small models copy text with stray spaces: find the one place it means, if there is one."""
-    if region.count(old) == 1:
-        return old, False
-    stripped = old.strip()
-    if stripped and region.count(stripped) == 1:
-        return stripped, True
-    toks = old.split()
-    if toks:
-        found = list(re.finditer(r"\s+".join(re.escape(t) for t in toks), region))
-        if len(found) == 1:
-            return found[0].group(0), True
-    return old, False
-
-
-def _explicit_edit(skill: Skill, raw: dict[str, Any]) -> Edit:
-    path = str(raw["path"]).strip().lstrip("./").lstrip("/") if raw["path"] else SKILL_MD
-    if path.lower() == SKILL_MD.lower():
-        path = SKILL_MD
-    old, new = str(raw["old"]), str(raw["new"])
-    if path == SKILL_MD:
-        yaml_text, body = _split_md(skill.files[SKILL_MD])
-        layer = "L1" if old and old.strip() in yaml_text and old.strip() not in body else "L2"
-        region = yaml_text if layer == "L1" else body
-    else:
-        layer, region = "L3", skill.files.get(path, "")
-    if old:
-        old, repaired = _repair_old(region, old)
-        if repaired:
-            new = new.strip()
-        # "old = a heading, new = the text to add" is an append that forgot to repeat the heading.
-        if _HEADING_LINE.match(old) and "\n" not in old.strip() and old.strip() not in new:
-            new = old + _newline(region) + new.strip()
-    return Edit(layer, path, old, new)  # type: ignore[arg-type]
-
-
-def _condition(raw: str, label: str) -> str:
-    c = " ".join(raw.split()).rstrip(".").strip()
-    c = re.sub(r"^(?:read\s+\S+\s+)?(?:only\s+)?(?:when|if)\s+", "", c, flags=re.I)
-    if len(words(c)) < 2:
-        c = f"a task involves {label}"
-    return c[:1].lower() + c[1:]
-
-
-def _moved(line: str, covered: set[str]) -> bool:
-    """A bullet whose content words the moved detail mostly repeats (70%+) leaves L2."""
-    cw = set(content_words(line))
-    return bool(_BULLET.match(line)) and len(cw) >= 2 and len(cw & covered) / len(cw) >= 0.7
-
-
-def _structural_edits(skill: Skill, raw: dict[str, Any], pattern: Pattern, taken: set[str]) -> list[list[Edit]]:
-    """Variants, preferred first: references/<slug>.md with the detail plus the pointer line in
-    L2, with the anchor section's lines that the detail now covers moved out (a real move); then
-    the same without removing anything (if the move breaks a rule, e.g. a preservation signal)."""
-    detail = _clean_add(str(raw.get("detail", "")))
-    if len(words(detail)) < 3:
-        raise _Reject("structural move without detail to move")
-    base = slugify(pattern.label)
-    slug, k = base, 2
-    while f"references/{slug}.md" in skill.files or f"references/{slug}.md" in taken:
-        slug, k = f"{base}-{k}", k + 1
-    path = f"references/{slug}.md"
-    pointer = f"Read {path} when {_condition(str(raw.get('condition', '')), pattern.label)}."
-    create = Edit("L3", path, "", f"# {_title_of(pattern.label)}\n\n{detail}\n")
-    anchor, kind = resolve_anchor(skill, pattern.anchor, pattern.label)
-    text = skill.files[SKILL_MD]
-    nl, lines = _newline(text), text.splitlines()
-    span = _section_span(skill, anchor) if kind == "section" else None
-    variants: list[list[Edit]] = []
-    if span is not None:
-        lo, hi = span
-        while hi > lo and not lines[hi].strip():
-            hi -= 1
-        covered = set(content_words(detail))
-        kept = [lines[lo]] + [ln for ln in lines[lo + 1 : hi + 1] if not _moved(ln, covered)]
-        old = nl.join(lines[lo : hi + 1])
-        body = _split_md(text)[1]
-        if len(kept) < hi - lo + 1 and len(old) <= MAX_REWRITE_FRACTION * len(body) and body.count(old) == 1:
-            bulleted = any(_BULLET.match(ln) for ln in lines[lo + 1 : hi + 1])
-            move = Edit("L2", SKILL_MD, old, _joined(nl.join(kept), pointer, bulleted, nl))
-            variants.append([create, move])
-    section = anchor if kind == "section" else NEW_SECTION
-    variants.append([create, _append_edit(skill, section, pointer, pattern)])
-    return variants
-
-
-# --------------------------------------------------------------------------------- model schemas
-
-_WHY = {"type": "string", "maxLength": 160}
-_APPEND_FORM = {
-    "type": "object",
-    "properties": {"section": {"type": "string", "minLength": 1, "maxLength": 80},
-                   "add": {"type": "string", "minLength": 1, "maxLength": 300}, "why": _WHY},
-    "required": ["section", "add", "why"], "additionalProperties": False,
-}
-_REPLACE_FORM = {
-    "type": "object",
-    "properties": {"layer": {"type": "string", "enum": ["L1", "L2", "L3"]},
-                   "path": {"type": "string", "maxLength": 100},
-                   "old": {"type": "string", "maxLength": 400},
-                   "new": {"type": "string", "maxLength": 600}, "why": _WHY},
-    "required": ["layer", "path", "old", "new", "why"], "additionalProperties": False,
-}
-_DESCRIPTION_FORM = {
-    "type": "object",
-    "properties": {"description": {"type": "string", "minLength": 1, "maxLength": 300}, "why": _WHY},
-    "required": ["description", "why"], "additionalProperties": False,
-}
-_MOVE_FORM = {
-    "type": "object",
-    "properties": {"detail": {"type": "string", "minLength": 1, "maxLength": 500},
-                   "condition": {"type": "string", "maxLength": 100}, "why": _WHY},
-    "required": ["detail", "condition", "why"], "additionalProperties": False,
-}
-
-
-def _candidates_schema(*forms: dict[str, Any]) -> dict[str, Any]:
-    items = forms[0] if len(forms) == 1 else {"anyOf": list(forms)}
-    return {"type": "object",
-            "properties": {"candidates": {"type": "array", "minItems": 1, "maxItems": 3, "items": items}},
-            "required": ["candidates"], "additionalProperties": False}
-
-
-EDIT_SCHEMA = _candidates_schema(_APPEND_FORM, _REPLACE_FORM, _DESCRIPTION_FORM)
-MOVE_SCHEMA = _candidates_schema(_MOVE_FORM)
+def _description_of(skill_md: str) -> str:
+    data = yaml.safe_load(split_md(skill_md)[0]) or {}
+    return str(data.get("description", "")) if isinstance(data, dict) else ""
 
 
 # -------------------------------------------------------------------------------------- patcher
 
 
+@dataclass
+class _Option:
+    """One answer that passed every check on its own: a possible candidate."""
+
+    pattern: Pattern
+    raw: dict[str, Any]
+    edits: list[Edit]
+    why: str
+
+
 class Patcher:
     def __init__(self, backend: Backend, *, seed: int = 0, l2_max_chars: int = 6000, desc_max_words: int = 50,
-                 max_patterns: int = 3, ngram: int = 4, max_tokens: int = 256) -> None:
+                 max_patterns: int = 3, ngram: int = 4, max_tokens: int = 256, max_blocks: int = 40) -> None:
         self.backend = backend
         self.seed = seed
         self.l2_max_chars = l2_max_chars
@@ -505,6 +311,7 @@ class Patcher:
         self.max_patterns = max_patterns
         self.ngram = ngram
         self.max_tokens = max_tokens
+        self.max_blocks = max_blocks
 
     @staticmethod
     def is_structural(pattern: Pattern) -> bool:
@@ -513,75 +320,126 @@ class Patcher:
         return (pattern.layer == "L2" and pattern.recurrence >= STRUCTURAL_RECURRENCE
                 and pattern.patch_attempts > 0)
 
+    def menu(self, skill: Skill, pattern: Pattern) -> EditMenu:
+        anchor, kind = resolve_anchor(skill, pattern.anchor, pattern.label)
+        focus = anchor if kind == "section" or (kind == "file" and anchor.startswith("references/")) else None
+        return EditMenu(skill, focus=focus, structural=self.is_structural(pattern), max_blocks=self.max_blocks)
+
     def propose(self, skill: Skill, patterns: list[Pattern], preservation: list[PreservationSignal],
-                train_tasks: list[Task], step: int) -> Proposal:
+                train_tasks: list[Task], step: int, candidates: int = 1) -> Proposal:
+        """Up to `candidates` candidate skills (as edit lists) for the heaviest patterns."""
         proposal = Proposal()
-        accepted: list[Edit] = []
         order = sorted(patterns, key=rank_key)[: self.max_patterns]
-        for pattern in order:
-            structural = self.is_structural(pattern)
-            schema = MOVE_SCHEMA if structural else EDIT_SCHEMA
-            raws = self._ask(skill, self.prompt(skill, pattern, preservation, structural), schema, pattern, proposal)
-            scored: list[tuple[int, int, int, dict[str, Any], list[Edit]]] = []
-            for i, raw in enumerate(raws):
-                try:
-                    variants = self._convert(skill, raw, pattern, structural, accepted)
-                except _Reject as exc:
-                    proposal.rejected.append(({**raw, "pattern": pattern.id}, str(exc)))
-                    continue
-                # Candidates compete on the size of their preferred variant; a fallback variant
-                # of one candidate is tried right after it.
-                size = _change_size(variants[0])
-                scored += [(size, i, j, raw, edits) for j, edits in enumerate(variants)]
-            for *_, raw, edits in sorted(scored, key=lambda s: s[:3]):
-                reason = self.check(skill, edits, accepted, preservation, train_tasks)
-                if reason is not None:
-                    proposal.rejected.append(({**raw, "pattern": pattern.id}, reason))
-                    continue
-                accepted.extend(edits)
-                why = truncate(str(raw.get("why", "")), 200) or pattern.latest_action
-                if structural:
-                    why = f"structural move after {pattern.recurrence} recurrences: {why}"
-                for e in edits:
-                    proposal.edits.append(ProposedEdit(e, pattern.id, pattern.label, why,
-                                                       pattern.gradient_ids(), pattern.tasks()))
-                break  # the simplest passing candidate wins; the others are alternatives, not additions
+        options = [self._options(skill, p, preservation, train_tasks, proposal, self.seed, 0.0) for p in order]
+        seen: set[frozenset[tuple[str, str]]] = set()
+
+        def add(chosen: list[_Option], origin: str) -> None:
+            if len(proposal.candidates) >= candidates or not chosen:
+                return
+            edits = [e for o in chosen for e in o.edits]
+            result = frozenset(apply_edits_in_memory(skill, edits).items())
+            if result in seen:
+                return
+            seen.add(result)
+            proposal.candidates.append([self._proposed(o, e) for o in chosen for e in o.edits])
+            proposal.origins.append(origin)
+
+        # Candidate 0: the simplest passing edit of each pattern, checked together.
+        combined: list[_Option] = []
+        accepted: list[Edit] = []
+        for opts in options:
+            for o in opts:
+                why = self.check(skill, o.edits, accepted, preservation, train_tasks)
+                if why is None:
+                    combined.append(o)
+                    accepted += o.edits
+                    break
+                proposal.reject({**o.raw, "pattern": o.pattern.id}, *why)
+        add(combined, "each pattern's simplest edit")
+        # Then alternatives: another edit for one pattern, then one pattern's edit alone.
+        for level in range(1, 3):
+            for opts in options:
+                if level < len(opts):
+                    add([opts[level]], f"alternative {level + 1} for {opts[level].pattern.id}")
+        if len(order) > 1:
+            for opts in options:
+                if opts:
+                    add([opts[0]], f"{opts[0].pattern.id} alone")
+        # Too few: sample more answers, one pattern at a time, heaviest first.
+        extra = 0
+        while len(proposal.candidates) < candidates and order and extra < candidates:
+            pattern = order[extra % len(order)]
+            extra += 1
+            for o in self._options(skill, pattern, preservation, train_tasks, proposal,
+                                   self.seed + 1000 * extra, SAMPLE_TEMPERATURE):
+                add([o], f"sample {extra} for {pattern.id}")
         return proposal
 
-    def _ask(self, skill: Skill, user: str, schema: dict[str, Any], pattern: Pattern,
-             proposal: Proposal) -> list[dict[str, Any]]:
+    def _proposed(self, o: _Option, e: Edit) -> ProposedEdit:
+        why = o.why
+        if self.is_structural(o.pattern):
+            why = f"structural move after {o.pattern.recurrence} recurrences: {why}"
+        return ProposedEdit(e, o.pattern.id, o.pattern.label, why, o.pattern.gradient_ids(), o.pattern.tasks())
+
+    def _options(self, skill: Skill, pattern: Pattern, preservation: Sequence[PreservationSignal],
+                 train_tasks: Sequence[Task], proposal: Proposal, seed: int, temperature: float) -> list[_Option]:
+        """The model's answers for one pattern that pass every check alone, simplest first."""
+        menu = self.menu(skill, pattern)
+        raws = self._ask(skill, self.prompt(skill, pattern, preservation, menu), menu.schema(), pattern,
+                         proposal, seed, temperature)
+        scored: list[tuple[int, int, int, dict[str, Any], list[Edit]]] = []
+        for i, raw in enumerate(raws):
+            proposal.proposed += 1
+            tagged = {**raw, "pattern": pattern.id}
+            try:
+                variants = menu.convert(raw, pattern.label)
+                apply_edits_in_memory(skill, variants[0])
+            except NoChange as exc:
+                proposal.reject(tagged, NO_CHANGE, str(exc))
+                continue
+            except EditError as exc:  # never expected: the menu only offers edits that apply
+                proposal.reject(tagged, DOES_NOT_APPLY, f"does not apply: {exc}")
+                continue
+            proposal.applied += 1
+            size = _change_size(variants[0])  # fallback variants are tried right after their answer
+            scored += [(size, i, j, raw, edits) for j, edits in enumerate(variants)]
+        out: list[_Option] = []
+        done: set[int] = set()
+        last = {i: j for _, i, j, _, _ in scored}  # the last variant of each answer
+        for _, i, j, raw, edits in sorted(scored, key=lambda s: s[:3]):
+            if i in done:
+                continue
+            why = self.check(skill, edits, [], preservation, train_tasks)
+            if why is not None:
+                if j == last[i]:  # no fallback variant left to try
+                    proposal.reject({**raw, "pattern": pattern.id}, *why)
+                    done.add(i)
+                continue
+            done.add(i)
+            proposal.passed += 1
+            out.append(_Option(pattern, raw, edits, truncate(str(raw.get("why", "")), 200) or pattern.latest_action))
+        return out
+
+    def _ask(self, skill: Skill, user: str, schema: dict[str, Any], pattern: Pattern, proposal: Proposal,
+             seed: int, temperature: float) -> list[dict[str, Any]]:
         request = CompletionRequest.chat(("system", skill_context(skill)), ("user", user), json_schema=schema,
-                                         max_tokens=self.max_tokens, seed=self.seed)
+                                         max_tokens=self.max_tokens, seed=seed, temperature=temperature)
         try:
             completion = self.backend.complete(request)
         except OutputInvalid as exc:
             proposal.invalid_outputs += exc.attempts
-            proposal.rejected.append(({"pattern": pattern.id}, f"model output invalid: {exc}"))
+            proposal.reject({"pattern": pattern.id}, MODEL_INVALID, f"model output invalid: {exc}")
             return []
         except BackendError as exc:
-            proposal.rejected.append(({"pattern": pattern.id}, f"model call failed: {exc}"))
+            proposal.reject({"pattern": pattern.id}, MODEL_FAILED, f"model call failed: {exc}")
             return []
         proposal.invalid_outputs += completion.invalid_outputs
         if completion.finish_reason == "cancelled" or not isinstance(completion.json, dict):
             return []
         return [c for c in completion.json.get("candidates", []) if isinstance(c, dict)]
 
-    def _convert(self, skill: Skill, raw: dict[str, Any], pattern: Pattern, structural: bool,
-                 accepted: list[Edit]) -> list[list[Edit]]:
-        """Exact edits for one raw candidate: a list of variants, each a list of edits."""
-        if structural:
-            taken = {e.path for e in accepted if e.old == ""}
-            return _structural_edits(skill, raw, pattern, taken)
-        if "section" in raw and "add" in raw:
-            return [[_append_edit(skill, str(raw["section"]), str(raw["add"]), pattern)]]
-        if "description" in raw:
-            return [[_description_edit(skill, str(raw["description"]))]]
-        if {"path", "old", "new"} <= raw.keys():
-            return [[_explicit_edit(skill, raw)]]
-        raise _Reject("candidate has none of the accepted forms")
-
     def check(self, skill: Skill, edits: list[Edit], accepted: list[Edit],
-              preservation: Sequence[PreservationSignal], train_tasks: Sequence[Task]) -> str | None:
+              preservation: Sequence[PreservationSignal], train_tasks: Sequence[Task]) -> Rejection | None:
         """None when `edits`, applied after the already accepted ones, pass every rule; else why not."""
         for e in edits:
             reason = _check_single(skill, e, preservation)
@@ -591,78 +449,84 @@ class Patcher:
             before = {**skill.files, **(apply_edits_in_memory(skill, accepted) if accepted else {})}
             after = {**skill.files, **apply_edits_in_memory(skill, accepted + edits)}
         except EditError as exc:
-            what = "conflicts with an earlier edit of this proposal" if accepted else "does not apply with its pair"
-            return f"{what}: {exc}"
+            if accepted:
+                return CONFLICT, f"conflicts with an earlier edit of this candidate: {exc}"
+            return DOES_NOT_APPLY, f"does not apply with its pair: {exc}"
         for path in sorted(p for p in after if after[p] != before.get(p)):
             reason = check_no_training_values(after[path], before.get(path, ""), train_tasks, self.ngram)
             if reason is not None:
-                return f"{path}: {reason}"
-        old_yaml, old_body = _split_md(before[SKILL_MD])
-        new_yaml, new_body = _split_md(after[SKILL_MD])
+                return TRAINING_VALUE, f"{path}: {reason}"
+        old_yaml, old_body = split_md(before[SKILL_MD])
+        new_yaml, new_body = split_md(after[SKILL_MD])
         if len(new_body) > len(old_body):  # an edit that shrinks an over-budget body is welcome
             reason = check_l2_budget(new_body, self.l2_max_chars)
             if reason is not None:
-                return reason
+                return L2_BUDGET, reason
         if new_yaml != old_yaml:
             reason = check_description(_description_of(after[SKILL_MD]), self.desc_max_words)
             if reason is not None:
-                return reason
+                return DESCRIPTION_RULE, reason
         for e in edits:
             if e.old == "" and e.path.startswith("references/") and f"Read {e.path} when" not in new_body:
-                return f"creates {e.path} but SKILL.md has no line 'Read {e.path} when ...' pointing to it"
+                return DANGLING, f"creates {e.path} but SKILL.md has no line 'Read {e.path} when ...' pointing to it"
         mentioned_before = {m for text in before.values() for m in _MENTION.findall(text)}
         missing = sorted(m for text in after.values() for m in _MENTION.findall(text)
                          if m not in mentioned_before and m not in after and m not in skill.assets
                          and not any(p.startswith(m.rstrip("/") + "/") for p in after))
         if missing:
-            return f"points to {missing[0]}, which does not exist"
+            return DANGLING, f"points to {missing[0]}, which does not exist"
         return None
 
     def prompt(self, skill: Skill, pattern: Pattern, preservation: Sequence[PreservationSignal],
-               structural: bool) -> str:
-        anchor, kind = resolve_anchor(skill, pattern.anchor, pattern.label)
-        if kind == "file":
-            where, shown = f"file {anchor} (L3)", skill.files[anchor]
-        elif kind == "section":
-            span = _section_span(skill, anchor)
-            lines = skill.files[SKILL_MD].splitlines()
-            where = f"section {anchor!r} of SKILL.md (L2)"
-            shown = "\n".join(lines[span[0] : span[1] + 1]).strip() if span else ""
-        elif kind == "description":
-            where, shown = "the description (L1)", _description_of(skill.files[SKILL_MD])
-        else:
-            where, shown = "a new section of SKILL.md (L2)", "Sections: " + "; ".join(section_titles(skill))
+               menu: EditMenu | None = None) -> str:
+        menu = menu or self.menu(skill, pattern)
         history = [e["text"] for e in pattern.log if e.get("event") == "patch_failed"][-2:]
         keep = [s.what_helped for s in preservation if s.robust][:3]
-        body_len = len(_split_md(skill.files[SKILL_MD])[1])
+        body_len = len(split_md(skill.files[SKILL_MD])[1])
         head = (f"Failure pattern {pattern.id}, seen in {len(pattern.tasks())} task(s) over {pattern.recurrence} "
-                f"step(s): {pattern.label}\nWhere: {where}\nWhat goes wrong: {pattern.description}\n"
+                f"step(s): {pattern.label}\nWhat goes wrong: {pattern.description}\n"
                 f"Latest diagnosis: {pattern.latest_action}\n")
         if history:
             head += "Edits tried before and rolled back: " + " / ".join(truncate(h, 120) for h in history) + "\n"
         if keep:
             head += "Do not remove what helped other tasks: " + " / ".join(truncate(k, 120) for k in keep) + "\n"
-        if len(shown) > 1200:  # cut by characters, not truncate(): the model must see exact lines
-            shown = shown[:1200].rsplit("\n", 1)[0] + "\n[...]"
-        head += f"Current text:\n<<<\n{shown}\n>>>\n"
+        head += menu.describe() + "\n"
         rules = ("Rules: general advice that holds for any task, never names, numbers or answers from tasks; "
                  f"short; never rewrite the skill; SKILL.md body stays under {self.l2_max_chars} characters "
                  f"(now {body_len}).\n")
-        if structural:
+        example = self._example(menu, pattern)
+        if menu.structural:
             return (head + f"This pattern keeps failing after {pattern.patch_attempts} in-place edit(s). Move its "
                     "detail into a new reference file that the agent reads only when needed.\n" + rules +
-                    'Reply with JSON {"candidates": [...]}, 1 to 3 items {"detail": "<the guidance, a few '
-                    'lines>", "condition": "<when to read it>", "why": "<reason>"}.')
+                    'Reply with JSON {"candidates": [...]}, 1 to 3 items {"section": "<the section>", "op": '
+                    '"move_to_references", "condition": "<when to read it>", "text": "<the guidance, a few lines>", '
+                    '"why": "<reason>"}.\nExample: ' + example)
         return (head + "Fix the gap with a small edit.\n" + rules +
-                'Reply with JSON {"candidates": [...]}, 2 or 3 alternatives, each one of:\n'
-                '{"section": "<section title>", "add": "<a line to add>", "why": "<reason>"}\n'
-                '{"layer": "L2", "path": "SKILL.md", "old": "<exact text>", "new": "<replacement>", '
-                '"why": "<reason>"}\n'
-                '{"description": "<new one-sentence description>", "why": "<reason>"} (only if the skill '
-                "is not picked for such tasks)")
+                'Reply with JSON {"candidates": [...]}, 1 to 3 alternatives, each {"section", "op", "anchor", '
+                '"text", "why"}: section = a section or file named above; op = insert_after (add text after the '
+                "anchor line), replace (the anchor line by text), delete (the anchor line), new_section (with a "
+                '"title" instead of an anchor) or new_description; anchor = the start of a line of that section, '
+                "as shown; text = the new text.\nExample: " + example)
+
+    def _example(self, menu: EditMenu, pattern: Pattern) -> str:
+        """One valid answer, with the failure class's usual fix as its text (a small model copies
+        examples; the gate decides whether the copy helps)."""
+        cls = class_by_label(pattern.label)
+        text = cls.rule if cls is not None and cls.rule else "<one short general rule>"
+        target = menu.focus if menu.focus in menu.targets else next(
+            (t for t, bs in menu.targets.items() if bs and bs[0].layer == "L2"), None)
+        if target is None:
+            return json.dumps({"candidates": [{"section": "new section", "op": "new_section",
+                                               "title": pattern.label, "text": text, "why": "fix"}]})
+        if menu.structural:
+            return json.dumps({"candidates": [{"section": target, "op": MOVE, "condition": "a task needs it",
+                                               "text": text, "why": "move"}]})
+        anchor = menu.targets[target][-1].key
+        return json.dumps({"candidates": [{"section": target, "op": INSERT_AFTER, "anchor": anchor, "text": text,
+                                           "why": "fix"}]})
 
 
 __all__ = [
-    "EDIT_SCHEMA", "MOVE_SCHEMA", "Patcher", "Proposal", "ProposedEdit",
-    "check_description", "check_l2_budget", "check_no_training_values", "check_preservation",
+    "Patcher", "Proposal", "ProposedEdit", "check_description", "check_l2_budget", "check_no_training_values",
+    "check_preservation",
 ]

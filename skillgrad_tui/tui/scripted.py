@@ -13,13 +13,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from skillgrad_tui.core.edit_menu import scripted_answer
 from skillgrad_tui.core.llm.base import Backend, CompletionRequest, ScriptedBackend
 
-THEMES = {
-    "count": {"label": "counts matching rows carelessly", "anchor": "Counting and arithmetic",
+THEMES = {  # labels from the failure-class vocabulary (core/failures.py)
+    "count": {"label": "picked the wrong value", "anchor": "Counting and arithmetic",
               "add": "- Before giving a count, list each matching row once and count the list.",
               "helped": "listing rows before counting"},
-    "format": {"label": "answer format not exact", "anchor": "Answer format",
+    "format": {"label": "extra words around answer", "anchor": "Answer format",
                "add": "- Give the value exactly as written in its cell, without extra words.",
                "helped": "copying cell text exactly"},
 }
@@ -47,18 +48,17 @@ def respond(req: CompletionRequest, answer: str = "4") -> str:
     props = schema.get("properties", {})
     theme = _theme(req)
     if "diagnosis" in props:
-        return json.dumps({"label": theme["label"], "layer": "L2", "anchor": theme["anchor"],
+        labels, anchors = props["label"]["enum"], props["anchor"]["enum"]
+        return json.dumps({"label": theme["label"] if theme["label"] in labels else labels[0],
+                           "anchor": theme["anchor"] if theme["anchor"] in anchors else anchors[0],
                            "diagnosis": f"The section '{theme['anchor']}' does not say how to avoid this."})
     if "what_helped" in props:
-        return json.dumps({"what_helped": theme["helped"], "anchor": theme["anchor"], "robust": True})
+        anchors = props["anchor"]["enum"]
+        return json.dumps({"what_helped": theme["helped"],
+                           "anchor": theme["anchor"] if theme["anchor"] in anchors else anchors[0], "robust": True})
     if "candidates" in props:
-        items = props["candidates"].get("items", {})
-        forms = items.get("anyOf", [items])
-        if any("detail" in f.get("properties", {}) for f in forms):
-            return json.dumps({"candidates": [{"detail": theme["add"].lstrip("- "),
-                                               "condition": "the question needs this", "why": "moved"}]})
-        return json.dumps({"candidates": [{"section": theme["anchor"], "add": theme["add"],
-                                           "why": f"fixes: {theme['label']}"}]})
+        return json.dumps({"candidates": [scripted_answer(schema, theme["anchor"], theme["add"],
+                                                          f"fixes: {theme['label']}")]})
     return _minimal(schema)
 
 
