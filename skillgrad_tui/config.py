@@ -73,6 +73,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_tokens": Key(int, 48, _at_least(1)),
         "table_rows": Key(int, 40, _at_least(1)),
         "mode": Key(str, "inline", _one_of("inline", "tools")),
+        "temperature": Key((int, float), 0.0, _between(0.0, 2.0),
+                           doc="task model sampling; above 0 the gate repeats validation over seeds"),
     },
     "optimize": {
         "batch_size": Key(int, 4, _at_least(1)),
@@ -81,6 +83,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "momentum_decay": Key((int, float), 0.8, _between(0.0, 1.0)),
         "early_stop": Key(int, 4, _at_least(1)),
         "l2_max_chars": Key(int, 6000, _at_least(200)),
+        "candidates": Key(int, 3, _at_least(1), doc="candidate skills proposed per step"),
+        "gate_k": Key((int, float), 1.0, _at_least(0),
+                      doc="keep a candidate only when its paired validation gain exceeds k standard errors"),
+        "val_repeats": Key(int, 0, _at_least(0),
+                           doc="validation runs per task; 0 = 1 for a greedy model, 3 when it samples"),
+        "parent": Key(str, "current", _one_of("current", "pareto"),
+                      doc="the version each step improves: the current one, or one from the Pareto frontier"),
     },
 }
 

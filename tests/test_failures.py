@@ -43,6 +43,15 @@ def test_answer_classes(expected: list[str], answer: list[str], key: str | None)
     assert qa(expected, answer) == key
 
 
+def test_letter_case_matters_only_where_the_evaluator_compares_it() -> None:
+    task = Task("t1", "What colour is snow?", "qa", "exact", expected=["white"])
+    traj = Trajectory("t1", "h", "m", 0, answer=["WHITE"], turns=[Turn("model", "WHITE")])
+    traj.verdict = score(task, traj)
+    found = classify(task, traj)
+    assert found is not None and found.cls.key == "case"
+    assert qa(["Oslo"], ["OSLO"]) is None  # WTQ compares without case: it passed
+
+
 def test_dates_with_canonical_forms_and_cut_off_replies() -> None:
     assert qa(["March 5, 2004"], ["5 March 2004"], canon=["2004-03-05"]) == "date_format"
     assert qa(["March 5, 2004"], ["6 March 2004"], canon=["2004-03-05"]) == "wrong_value"

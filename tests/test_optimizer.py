@@ -23,7 +23,9 @@ import pytest
 
 from skillgrad_tui.core import atomic, runlog
 from skillgrad_tui.core.errors import SkillgradError
+from skillgrad_tui.core.edit_menu import scripted_answer
 from skillgrad_tui.core.events import Event
+from skillgrad_tui.core.gate import TIE_SHORTER
 from skillgrad_tui.core.llm.base import CancelToken, CompletionRequest, ScriptedBackend
 from skillgrad_tui.core.optimizer import (OptimizeOptions, ReviewDecision, ReviewRequest, RunResult, optimize,
                                           plan_schedule)
@@ -58,8 +60,8 @@ EASY = [("Type the word yes.", "yes"), ("Type the word no.", "no"), ("Type the w
 ARITH_RULE = "Always double-check every sum before answering."
 COLOUR_RULE = "Write colour names in lowercase letters."
 POISON_RULE = "Answer in full sentences."
-ARITH_LABEL = "arithmetic result not verified"
-COLOUR_LABEL = "colour names wrongly capitalised"
+ARITH_LABEL = "picked the wrong value"  # labels from the failure-class vocabulary (core/failures.py)
+COLOUR_LABEL = "answer in wrong letter case"
 WEAK = {ARITH_LABEL: "Read arithmetic questions slowly.", COLOUR_LABEL: "Read colour questions slowly."}
 FIX = {ARITH_LABEL: ARITH_RULE, COLOUR_LABEL: COLOUR_RULE}
 POISON = {ARITH_LABEL: POISON_RULE, COLOUR_LABEL: POISON_RULE}
@@ -95,7 +97,8 @@ def make_opt_model(adds: dict[str, str] | Callable[[str, int], str]) -> Callable
         user = req.messages[-1].content
         if "label" in props:
             label = ARITH_LABEL if " plus " in user else COLOUR_LABEL
-            return json.dumps({"label": label, "layer": "L2", "anchor": "Common pitfalls",
+            assert label in props["label"]["enum"]
+            return json.dumps({"label": label, "anchor": "Common pitfalls",
                                "diagnosis": "The skill has no rule for this kind of question."})
         if "what_helped" in props:
             return json.dumps({"what_helped": "the rule under common pitfalls", "anchor": "Common pitfalls",
@@ -105,7 +108,9 @@ def make_opt_model(adds: dict[str, str] | Callable[[str, int], str]) -> Callable
             assert m, user
             recurrence, label = int(m.group(1)), m.group(2).strip()
             add = adds(label, recurrence) if callable(adds) else adds[label]
-            return json.dumps({"candidates": [{"section": "Common pitfalls", "add": add, "why": "add the rule"}]})
+            if isinstance(add, dict):  # a whole answer (another operation than adding a line)
+                return json.dumps({"candidates": [add]})
+            return json.dumps({"candidates": [scripted_answer(req.json_schema, "Common pitfalls", add, "add the rule")]})
         raise AssertionError(f"unexpected schema {props}")
 
     return respond
@@ -222,25 +227,44 @@ def test_validation_rollback_leaves_the_skill_untouched_and_records_the_failed_p
     before = env.files()
     res, events = env.run(POISON, gate="validation", steps=1)
     assert env.files() == before  # byte for byte, assets included
-    assert res.versions[1].kept is False and res.versions[1].val_score == 0.0
-    assert res.best_version == 0 and res.final_skill_hash == res.versions[0].skill_hash
+    assert res.versions[1].kept is False and res.versions[1].minibatch == 0.0
+    assert res.versions[1].val_score is None  # it did not improve the minibatch: never validated
+    assert "not improved" in res.versions[1].decision
+    assert res.best_version == 0 and res.final_skill_hash == res.versions[0].skill_hash and not res.changed
     decided = [e for e in events if e.kind == "patch_decided"][0]
-    assert decided.accepted == [] and "dropped" in decided.reason
+    assert decided.accepted == [] and decided.reason.startswith("no change:")
+    assert "minibatch not improved" in decided.reason
     finished = [e for e in events if e.kind == "step_finished"][0]
     assert finished.kept is False and finished.skill_hash == res.versions[0].skill_hash
+    assert finished.summary == decided.reason
     logs = [e for p in memory(res.run_dir)["patterns"] for e in p["log"]]
     assert any(e["event"] == "patch_failed" and POISON_RULE in e["text"] for e in logs)
     assert all(p["failed_patches"] >= 1 for p in memory(res.run_dir)["patterns"])
     # The rolled-back version is still stored and restorable.
     assert POISON_RULE in (runlog.RunLog(res.run_dir).load_version(1).body)
+    # The run says why nothing changed, with the most common reasons.
+    assert res.summary.startswith("no change over 1 step(s)") and "minibatch not improved" in res.summary
+    assert res.account["accepted"] == 0 and res.account["candidates"] == len(res.versions) - 1
+    assert res.account["rejected"]["minibatch not improved"] == res.account["candidates"]
 
 
-def test_validation_tie_keeps_the_shorter_skill(env: Env) -> None:
+def test_a_longer_candidate_that_changes_nothing_is_not_validated(env: Env) -> None:
     before = env.files()
-    res, events = env.run(WEAK, gate="validation", steps=1)  # harmless but useless: ties, longer
+    res, events = env.run(WEAK, gate="validation", steps=1)  # harmless but useless, and longer
     assert env.files() == before
     decided = [e for e in events if e.kind == "patch_decided"][0]
-    assert "tied" in decided.reason and decided.accepted == []
+    assert decided.accepted == [] and "minibatch not improved" in decided.reason
+    assert all(v.val_score is None for v in res.versions[1:])
+
+
+def test_a_tie_goes_to_the_shorter_skill(env: Env) -> None:
+    """Deleting a line no task needs ties the minibatch and validation: the shorter skill wins."""
+    drop = {"section": "Common pitfalls", "op": "delete", "anchor": "- Do not add units.", "text": "", "why": "unused"}
+    res, events = env.run(lambda label, n: drop, gate="validation", steps=1)
+    assert "Do not add units" not in load_skill(env.skill).body and res.changed
+    (kept,) = [e for e in events if e.kind == "candidate_decided" and e.kept]
+    assert kept.reason == TIE_SHORTER and kept.gain == 0.0 and "shorter" in kept.sentence
+    assert res.versions[kept.version].chars < res.versions[0].chars
 
 
 def test_gate_all_accepts_every_edit_and_momentum_merges_across_steps(env: Env) -> None:
@@ -248,8 +272,12 @@ def test_gate_all_accepts_every_edit_and_momentum_merges_across_steps(env: Env) 
     skill = load_skill(env.skill)
     assert WEAK[ARITH_LABEL] in skill.body or WEAK[COLOUR_LABEL] in skill.body  # kept without validation
     assert ARITH_RULE in skill.body and COLOUR_RULE in skill.body  # the recurring patterns got fixed
-    assert all(v.kept for v in res.versions)
-    assert [e.by for e in events if e.kind == "patch_decided"] == ["all"] * len(res.versions[1:])
+    steps = [e for e in events if e.kind == "step_finished"]
+    assert all(e.kept for e in steps if e.train_loss > 0)  # every step with failures kept a candidate
+    kept = [v.version for v in res.versions if v.kept]
+    assert kept == [0] + [v for v in kept[1:]] and len(kept) - 1 == sum(e.kept for e in steps)
+    assert all(res.versions[v].parent == kept[i] for i, v in enumerate(kept[1:]))  # a chain of kept versions
+    assert [e.by for e in events if e.kind == "patch_decided"] == ["all"] * (len(kept) - 1)
     mem = memory(res.run_dir)
     recurring = [p for p in mem["patterns"] if len(set(p["iterations"])) >= 2]
     assert recurring, mem
@@ -296,8 +324,10 @@ def test_ask_gate_applies_only_what_the_person_accepts(env: Env) -> None:
     assert len(seen[0].items) == 2
     decided = [e for e in events if e.kind == "patch_decided"][0]
     assert decided.by == "user" and len(decided.accepted) == 1 and len(decided.rejected) == 1
-    # Scored on validation for the record, after the decision.
-    assert res.versions[1].kept and res.versions[1].val_score is not None
+    # The person's mix is a version of its own, scored on validation for the record, after the decision.
+    (mine,) = [v for v in res.versions[1:] if v.kept]
+    assert mine.origin == "reviewed" and mine.parent == 0 and mine.val_score is not None
+    assert mine.skill_hash == load_skill(env.skill).hash
     logs = {(p["label"], e["event"]) for p in memory(res.run_dir)["patterns"] for e in p["log"]}
     assert (ARITH_LABEL, "patch") in logs and (COLOUR_LABEL, "patch_failed") in logs
 
@@ -442,7 +472,8 @@ def test_optimize_history_and_rollback_commands(env: Env, monkeypatch: pytest.Mo
 
     assert cmd.HANDLERS["history"](parse(["history", str(run_dir), "--json"], cmd.add_parsers)) == 0
     hist = json.loads(capsys.readouterr().out)
-    assert [v["version"] for v in hist["versions"]] == [0, 1] and hist["best_version"] == 1
+    assert [v["version"] for v in hist["versions"]][:2] == [0, 1] and hist["best_version"] == 1
+    assert hist["versions"][1]["parent"] == 0 and hist["versions"][1]["decision"]
     assert cmd.HANDLERS["history"](parse(["history", str(run_dir)], cmd.add_parsers)) == 0
     assert "Skill versions" in capsys.readouterr().out
 

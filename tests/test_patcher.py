@@ -153,12 +153,15 @@ def test_simplest_passing_answer_is_candidate_zero_and_the_rest_make_the_pool(sk
 
 def test_too_few_candidates_are_sampled_again_and_duplicates_dropped(skill: Skill, train: list[Task]) -> None:
     same = [ins(COUNT, last(skill), "Count twice.")]
-    backend = scripted(same, same, [ins(COUNT, last(skill), "Count three times.")])
+    backend = scripted(same, same + [ins(COUNT, last(skill), "Count three times.")])
     p = Patcher(backend, seed=5).propose(skill, [pattern()], [], train, step=1, candidates=2)
     assert [[pe.edit.new.splitlines()[-1] for pe in c] for c in p.candidates] == [["- Count twice."],
                                                                                   ["- Count three times."]]
-    assert [c.temperature for c in backend.calls] == [0.0, 0.8, 0.8]  # the second call repeated candidate 0
-    assert len({c.seed for c in backend.calls}) == 3 and p.proposed == 3
+    assert [c.temperature for c in backend.calls] == [0.0, 0.8]  # one more call, sampled, for the missing one
+    assert len({c.seed for c in backend.calls}) == 2 and p.proposed == 3
+    backend = scripted(same)  # a model that repeats itself: one call per missing candidate, no more
+    p = Patcher(backend).propose(skill, [pattern()], [], train, step=1, candidates=3)
+    assert len(p.candidates) == 1 and len(backend.calls) == 3
 
 
 def test_simplest_failing_answer_falls_back_to_next(skill: Skill, train: list[Task]) -> None:

@@ -49,7 +49,16 @@ def add_parsers(sub: Any, common: AddArgs, model_opts: AddArgs) -> None:
     p.add_argument("--token-budget", type=int, help="stop once this many tokens were used")
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this much time")
     p.add_argument("--gate", choices=("validation", "all", "ask"),
-                   help="keep a patch if validation does not drop (default), keep all, or ask (TUI only)")
+                   help="keep a candidate whose validation gain is above noise (default), keep the best on the "
+                        "minibatch, or ask (TUI only)")
+    p.add_argument("--candidates", type=int, help="candidate skills proposed per step (default: config, 3)")
+    p.add_argument("--gate-k", type=float, metavar="K",
+                   help="keep a candidate only when its paired validation gain exceeds K standard errors "
+                        "(default: config, 1)")
+    p.add_argument("--val-repeats", type=int, metavar="N",
+                   help="validation runs per task (default: 1 for a greedy task model, 3 when it samples)")
+    p.add_argument("--parent", choices=("current", "pareto"),
+                   help="improve the current version each step (default) or one drawn from the Pareto frontier")
     p.add_argument("--no-momentum", action="store_true", help="ablation: no memory across steps")
     p.add_argument("--no-contrastive", action="store_true", help="ablation: no preservation signals")
     p.add_argument("--plain-batches", action="store_true",
@@ -132,6 +141,10 @@ def _options(args: argparse.Namespace, config: Config, skill_root: Path) -> Any:
         early_stop=config.get("optimize", "early_stop"),
         momentum_decay=float(config.get("optimize", "momentum_decay")),
         l2_max_chars=config.get("optimize", "l2_max_chars"),
+        candidates=args.candidates if args.candidates is not None else config.get("optimize", "candidates"),
+        gate_k=float(args.gate_k if args.gate_k is not None else config.get("optimize", "gate_k")),
+        val_repeats=args.val_repeats if args.val_repeats is not None else config.get("optimize", "val_repeats"),
+        parent_selection=args.parent or config.get("optimize", "parent"),
         run_dir=run_dir, resume=args.resume,
     )
 
@@ -196,7 +209,8 @@ def _optimize(args: argparse.Namespace) -> int:
                              "--gate validation or --gate all to run headless", config.source)
     suite = load_suite(suite_path, split)
     agent = AgentSettings(mode=config.get("agent", "mode"), max_tokens=config.get("agent", "max_tokens"),
-                          table_rows=config.get("agent", "table_rows"))
+                          table_rows=config.get("agent", "table_rows"),
+                          temperature=float(config.get("agent", "temperature")))
     use_cache = not args.no_cache
     task_backend = make_backend(config, args.model, use_cache=use_cache, role="task")
     opt_backend: Backend = task_backend  # one loaded model serves both roles unless asked otherwise
@@ -230,6 +244,7 @@ def _optimize(args: argparse.Namespace) -> int:
         console.print(f"run {result.run_dir}: {result.reason}; "
                       f"{result.prompt_tokens + result.completion_tokens} tokens, {result.seconds:.1f}s",
                       highlight=False, soft_wrap=True)
+        console.print(result.summary, highlight=False, soft_wrap=True)
         if result.reason in ("budget", "cancelled"):
             console.print(f"continue with: skillgrad optimize --resume {result.run_dir}", highlight=False,
                           soft_wrap=True)
@@ -246,8 +261,18 @@ def cmd_history(args: argparse.Namespace) -> int:
         return _fail(exc)
 
 
+def _lineage(versions: list[Any]) -> list[dict[str, Any]]:
+    """The versions as a tree: each with its children (the candidates made from it)."""
+    nodes = {v.version: {"version": v.version, "step": v.step, "kept": v.kept, "children": []} for v in versions}
+    roots: list[dict[str, Any]] = []
+    for v in versions:
+        parent = nodes.get(v.parent) if v.parent is not None else None
+        (parent["children"] if parent is not None else roots).append(nodes[v.version])
+    return roots
+
+
 def _history(args: argparse.Namespace) -> int:
-    from skillgrad_tui.commands.printer import versions_table
+    from skillgrad_tui.commands.printer import decision_lines, versions_table
     from skillgrad_tui.core.optimizer import best_version
     from skillgrad_tui.core.skill import load_skill
 
@@ -261,18 +286,29 @@ def _history(args: argparse.Namespace) -> int:
             on_disk = load_skill(skill).hash
         except SkillgradError:
             on_disk = None
-    reason = next((getattr(e, "reason") for e in reversed(list(replay(run_dir))) if e.kind == "run_finished"), None)
+    finished = next((e for e in reversed(list(replay(run_dir))) if e.kind == "run_finished"), None)
+    reason = getattr(finished, "reason", None)
+    summary = getattr(finished, "summary", "") or ""
     current = next((v.version for v in reversed(versions) if v.skill_hash == on_disk), None)
     if args.json:
         print(json.dumps({"run_dir": str(run_dir), "skill": str(skill) if skill else None, "reason": reason,
-                          "versions": [v.to_dict() for v in versions],
+                          "summary": summary, "account": getattr(finished, "account", {}) or {},
+                          "versions": [v.to_dict() for v in versions], "lineage": _lineage(versions),
                           "best_version": best.version if best else None, "current_version": current},
                          ensure_ascii=False))
         return 0
     console = Console()
-    console.print(versions_table(versions, best=best.version if best else None, current_hash=on_disk))
+    console.print(versions_table(versions, best=best.version if best else None, current_hash=on_disk,
+                                 lineage=True))
+    lines = decision_lines(versions)
+    if lines:
+        console.print("Gate decisions:", highlight=False)
+        for line in lines:
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
     console.print(f"run {run_dir}: {reason or 'not finished (resume with skillgrad optimize --resume)'}",
                   highlight=False, soft_wrap=True)
+    if summary:
+        console.print(summary, highlight=False, soft_wrap=True)
     return 0
 
 

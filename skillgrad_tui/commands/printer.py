@@ -131,13 +131,28 @@ class EventPrinter:
 
 
 def versions_table(versions: list[VersionRecord], *, best: int | None = None,
-                   current_hash: str | None = None) -> Table:
+                   current_hash: str | None = None, lineage: bool = False) -> Table:
+    """The run's versions; with `lineage`, the candidate columns too (how it was made, its
+    minibatch score, the gate's decision with its estimate and standard error)."""
     table = Table(title="Skill versions")
-    for col in ("version", "step", "parent", "val", "train", "chars", "kept", "hash"):
-        table.add_column(col, justify="right" if col in ("version", "step", "val", "train", "chars") else "left")
+    cols = ["version", "step", "parent", "val", "train", "chars", "kept", "hash"]
+    if lineage:
+        cols = ["version", "step", "parent", "origin", "minibatch", "val", "chars", "kept"]
+    for col in cols:
+        numeric = col in ("version", "step", "val", "train", "chars", "minibatch", "parent", "kept")
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=numeric or col == "hash",
+                         overflow="fold")
     for v in versions:
         marks = (" *" if v.version == best else "") + (" (on disk)" if v.skill_hash == current_hash else "")
-        table.add_row(f"{v.version}{marks}", str(v.step), "-" if v.parent is None else str(v.parent),
-                      _fmt(v.val_score), _fmt(v.train_score), str(v.chars), "yes" if v.kept else "no",
-                      v.skill_hash[:12])
+        cells = {"version": f"{v.version}{marks}", "step": str(v.step),
+                 "parent": "-" if v.parent is None else str(v.parent), "val": _fmt(v.val_score),
+                 "train": _fmt(v.train_score), "chars": str(v.chars), "kept": "yes" if v.kept else "no",
+                 "hash": v.skill_hash[:12], "origin": v.origin or ("seed" if v.parent is None else ""),
+                 "minibatch": _fmt(v.minibatch)}
+        table.add_row(*(cells[c] for c in cols))
     return table
+
+
+def decision_lines(versions: list[VersionRecord]) -> list[str]:
+    """One line per candidate: what the gate decided, with its estimate and standard error."""
+    return [f"v{v.version} (step {v.step}, from v{v.parent}): {v.decision}" for v in versions if v.decision]

@@ -48,6 +48,7 @@ class AgentSettings:
     max_answer_items: int = 10
     context_chars: int = 6000  # budget for a non-table context file
     sandbox_timeout_s: float = 30.0
+    temperature: float = 0.0  # 0 is greedy; above 0 the optimiser repeats validation over seeds
 
 
 def skill_block(skill: Skill | None) -> str:
@@ -132,6 +133,7 @@ class Agent:
               cancel: CancelToken | None, schema: dict[str, Any] | None = None,
               stop: tuple[str, ...] = (), stop_on_loop: bool = False) -> Completion:
         request = CompletionRequest(messages=tuple(messages), max_tokens=max_tokens, seed=seed,
+                                    temperature=self.settings.temperature,
                                     json_schema=schema, stop=stop, stop_on_loop=stop_on_loop)
         if not traj.turns or traj.turns[-1].kind != "prompt":
             traj.turns.append(Turn("prompt", _show(messages)))

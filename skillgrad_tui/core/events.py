@@ -108,6 +108,54 @@ class PatchProposed(Event):
 
 
 @dataclass(frozen=True)
+class CandidateProposed(Event):
+    """One candidate skill of a step's pool, saved as a version: its lineage and its edits."""
+
+    kind: ClassVar[str] = "candidate_proposed"
+    step: int
+    version: int
+    parent: int
+    origin: str  # how the patcher made it ("each pattern's simplest edit", "alternative 2 for P1", ...)
+    edits: list[dict[str, Any]]  # ProposedEdit.to_dict()
+    chars: int = 0
+
+
+@dataclass(frozen=True)
+class CandidateScored(Event):
+    kind: ClassVar[str] = "candidate_scored"
+    step: int
+    version: int
+    phase: str  # "minibatch" | "val"
+    score: float
+    parent_score: float | None = None  # the parent's (minibatch) or current skill's (val) score
+    n: int = 0
+    improved: bool | None = None
+
+
+@dataclass(frozen=True)
+class CandidateDecided(Event):
+    kind: ClassVar[str] = "candidate_decided"
+    step: int
+    version: int
+    kept: bool
+    reason: str  # a short key, counted in the step's account
+    sentence: str = ""  # the decision with its estimate and standard error
+    gain: float | None = None
+    se: float | None = None
+    n: int = 0
+
+
+@dataclass(frozen=True)
+class StepAccount(Event):
+    """What a step did: proposed, applied, rejected by reason, scored, kept; one sentence why."""
+
+    kind: ClassVar[str] = "step_account"
+    step: int
+    account: dict[str, Any]
+    summary: str
+
+
+@dataclass(frozen=True)
 class PatchDecided(Event):
     kind: ClassVar[str] = "patch_decided"
     step: int
@@ -149,6 +197,7 @@ class StepFinished(Event):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    summary: str = ""  # the step's account in one sentence
 
 
 @dataclass(frozen=True)
@@ -174,6 +223,8 @@ class RunFinished(Event):
     reason: str  # "steps" | "early_stop" | "budget" | "cancelled" | "error"
     best_version: int | None = None
     best_score: float | None = None
+    summary: str = ""  # what the run changed, or why nothing, in one sentence
+    account: dict[str, Any] = field(default_factory=dict)
 
 
 EventSink = Callable[[Event], None]

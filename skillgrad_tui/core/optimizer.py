@@ -1,19 +1,28 @@
-"""The optimisation loop (method.md): forward, gradient, momentum, patch, gate; epochs, early stop,
-budgets, resume.
+"""The optimisation loop (method.md): forward, gradient, momentum, a pool of candidates, gate;
+epochs, early stop, budgets, resume.
 
 The loop is a small state machine whose state lives in the run directory's state.json. Every
 stage ends with a durable commit, and the next stage reads back what was committed (the momentum
 memory included) instead of trusting in-memory leftovers, so an uninterrupted run and a run killed
 with SIGKILL and resumed take exactly the same path: same seeds, same inputs, same skill versions.
 
-Ordering that makes the user's skill safe: a candidate version is written into the run directory
-(and scored from there) before anything touches the user's folder; the decision is committed to
-state.json before the patch is applied (atomically, by skill.apply_patch); on resume the folder's
-hash must equal the version before or after that patch, or the run refuses to continue.
+Ordering that makes the user's skill safe: every candidate version is written into the run
+directory (and scored from there) before anything touches the user's folder; the decision is
+committed to state.json before the patch is applied (atomically, by skill.apply_patch); on resume
+the folder's hash must equal the version before or after that patch, or the run refuses to go on.
 
-Stages of step k: "forward" (minibatch, diagnosis, momentum update, proposal, gate decision for
-"all"/"ask") -> "gate" (validation score, kept or rolled back; apply; score for the record) -> the
-step commit, which moves to step k + 1.
+Stages of step k:
+- "forward": the parent (the current version, or one drawn from the Pareto frontier) runs the
+  minibatch; failures are classified and diagnosed; momentum; the patcher proposes a pool of
+  candidates, each saved as a version -> commit.
+- "candidates": each candidate is scored on the minibatch (one commit each); with the
+  validation gate, those that improve it are scored on validation (one commit each); then the
+  decision: the noise-aware paired gate (gate.py) for "validation", the best minibatch candidate
+  for "all", the person's review for "ask" -> commit.
+- "gate": apply (behind its own commit); for "all"/"ask" the kept version is scored on validation
+  for the record -> commit.
+- the step commit: memory, the step's account (proposed, applied, rejected by reason, scored,
+  kept, one sentence), and step k + 1.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import hashlib
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -30,22 +40,29 @@ from typing import Any
 from skillgrad_tui.core.agent import Agent, AgentSettings
 from skillgrad_tui.core.errors import Cancelled, SkillgradError
 from skillgrad_tui.core.evaluate import EvalResult, evaluate, load_trajectory, trajectory_file
-from skillgrad_tui.core.events import (Event, EventSink, GradientComputed, MemoryUpdated, PatchDecided,
-                                       PatchProposed, Progress, RunFinished, RunStarted, StepFinished, StepStarted,
-                                       TaskFinished, ValidationScored, VersionSaved, Warning_, null_sink)
+from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, CandidateScored, Event, EventSink,
+                                       GradientComputed, MemoryUpdated, PatchDecided, PatchProposed, Progress,
+                                       RunFinished, RunStarted, StepAccount, StepFinished, StepStarted, TaskFinished,
+                                       ValidationScored, VersionSaved, Warning_, null_sink)
+from skillgrad_tui.core.failures import classify
+from skillgrad_tui.core.gate import DEFAULT_K, GateDecision, paired_gate
 from skillgrad_tui.core.gradient import ContrastiveDiagnoser, FailureDiagnoser, PreservationSignal, TextGradient
 from skillgrad_tui.core.llm.base import Backend, CancelToken, Completion, CompletionRequest, WrappedBackend
 from skillgrad_tui.core.momentum import MomentumMemory
-from skillgrad_tui.core.patcher import Patcher, Proposal
+from skillgrad_tui.core.patcher import Patcher, Proposal, ProposedEdit
+from skillgrad_tui.core.pool import (MINIBATCH_NOT_IMPROVED, NOT_CHOSEN, NOT_REBASABLE, PERSON_REJECTED, add_accounts,
+                                     new_account, pareto_frontier, pick_parent, rebase_edits, run_sentence,
+                                     step_sentence)
 from skillgrad_tui.core.records import Task, Trajectory
 from skillgrad_tui.core.runlog import RunError, RunLog, VersionRecord, default_runs_root, new_run_id
-from skillgrad_tui.core.skill import (Edit, Patch, Skill, apply_edits_in_memory, apply_patch, load_skill, recover,
-                                     snapshot)
+from skillgrad_tui.core.skill import (SKILL_MD, Edit, Patch, Skill, apply_edits_in_memory, apply_patch, load_skill,
+                                     recover, snapshot)
 from skillgrad_tui.core.suites import Suite
 from skillgrad_tui.core.suites.splits import select_split, split_tasks
 
 GATES = ("validation", "all", "ask")
-STATE_FORMAT = 1
+PARENT_SELECTIONS = ("current", "pareto")
+STATE_FORMAT = 2  # 2: candidate pools, per-task validation scores, accounts
 SCORE_EPS = 1e-9
 FINISHED_REASONS = ("steps", "early_stop", "no_failures")  # a run that ended by itself, not resumable
 
@@ -67,6 +84,11 @@ class OptimizeOptions:
     early_stop: int = 4  # stop after this many consecutive all-pass batches
     momentum_decay: float = 0.8
     l2_max_chars: int = 6000
+    candidates: int = 3  # candidate skills proposed per step (the pool)
+    gate_k: float = DEFAULT_K  # keep a candidate only when its paired validation gain exceeds k standard errors
+    val_repeats: int = 0  # validation runs per task; 0 = 1 for a greedy task model, 3 when it samples
+    parent_selection: str = "current"  # "current" | "pareto": the version each step improves
+    minibatch_gate: bool = True  # only candidates that improve the minibatch are scored on validation
     run_dir: Path | None = None  # default <skill parent>/.skillgrad/runs/<run-id>
     resume: Path | None = None  # an existing run dir to continue
 
@@ -125,9 +147,13 @@ class RunResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    account: dict[str, Any] = field(default_factory=dict)  # the run's totals (pool.COUNTS, reasons)
+    summary: str = ""  # what changed, or why nothing did, in one sentence
+    changed: bool = False  # the skill on disk differs from the one the run started from
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_dir": str(self.run_dir), "reason": self.reason,
+        return {"run_dir": str(self.run_dir), "reason": self.reason, "changed": self.changed,
+                "summary": self.summary, "account": self.account,
                 "versions": [v.to_dict() for v in self.versions], "best_version": self.best_version,
                 "best_score": self.best_score, "final_skill_hash": self.final_skill_hash,
                 "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
@@ -141,8 +167,10 @@ def derive_seed(seed: int, *parts: object) -> int:
 
 
 def best_version(versions: list[VersionRecord]) -> VersionRecord | None:
-    """Highest validation score; ties go to the shorter skill, then the earlier version."""
-    scored = [v for v in versions if v.val_score is not None]
+    """The kept version with the highest validation score; ties go to the shorter skill, then the
+    earlier version. Candidates the gate did not keep are not "best", whatever their mean: the
+    gate judged their gain to be noise (or worse)."""
+    scored = [v for v in versions if v.val_score is not None and v.kept]
     return min(scored, key=lambda v: (-(v.val_score or 0.0), v.chars, v.version)) if scored else None
 
 
@@ -326,6 +354,11 @@ class _Run:
                                  "or --gate validation / --gate all headless")
         if o.batch_size < 1 or (o.steps is not None and o.steps < 1) or (o.epochs is not None and o.epochs < 1):
             raise SkillgradError("batch size, steps and epochs must be at least 1")
+        if o.candidates < 1 or o.val_repeats < 0 or not o.gate_k >= 0:
+            raise SkillgradError("candidates must be at least 1, gate k at least 0 and validation repeats at least 0")
+        if o.parent_selection not in PARENT_SELECTIONS:
+            raise SkillgradError(f"unknown parent selection {o.parent_selection!r}; use one of "
+                                 f"{', '.join(PARENT_SELECTIONS)}")
         if not train:
             raise SkillgradError(f"the suite has no tasks in the {o.train_split!r} split", self.suite.root)
         if o.gate == "validation" and not val:
@@ -353,7 +386,8 @@ class _Run:
             "status": "running", "reason": None, "phase": "seed", "step": 1, "stage": "forward",
             "current": 0, "current_val": None, "schedule": None, "streak": 0, "last_fail": {},
             "train_stats": {}, "tokens": {"prompt": 0, "completion": 0}, "seconds": 0.0,
-            "memory": None, "pending": None,
+            "memory": None, "pending": None, "val_tasks": {}, "account": new_account(), "steps_done": 0,
+            "kept_versions": [],
         }
         self.log.write_state(self.state)  # the commit point of the run's creation: resumable from here
         self.save_seed_version(skill)
@@ -429,14 +463,15 @@ class _Run:
                            f"{self.log.run_dir} {expect}` or start a new run", self.skill_root)
         return skill
 
-    def run_eval(self, skill: Skill, tasks: list[Task], phase: str, step: int, folder: str | int) -> EvalResult:
+    def run_eval(self, skill: Skill, tasks: list[Task], phase: str, step: int, folder: str | int, *,
+                 seed: int | None = None, subdir: str | None = None) -> EvalResult:
         assert self.log is not None
-        traj_dir = self.log.traj_dir(folder, phase)
+        traj_dir = self.log.traj_dir(folder, subdir or phase)
         done = self.log.load_trajectories(traj_dir, skill.hash)
         done = {k: v for k, v in done.items() if k in {t.id for t in tasks}}
         agent = Agent(self.task_backend, self.agent_settings)
-        return evaluate(agent, skill, tasks, seed=self.options.seed, phase=phase, step=step, sink=self.task_sink,
-                        cancel=self.token, traj_dir=traj_dir, done=done)
+        return evaluate(agent, skill, tasks, seed=self.options.seed if seed is None else seed, phase=phase,
+                        step=step, sink=self.task_sink, cancel=self.token, traj_dir=traj_dir, done=done)
 
     def rel(self, path: Path) -> str:
         assert self.log is not None
@@ -462,40 +497,75 @@ class _Run:
         else:
             pool = [t.id for t in train]
         val_score = None
+        val_tasks = dict(st["val_tasks"])
         if val:
-            vres = self.run_eval(skill, val, "val", 0, "seed")
-            val_score = _mean_score(vres.trajectories)
-            self.emit(ValidationScored(step=0, skill_hash=skill.hash, score=val_score, n=vres.n))
+            scores = self.validate(skill, val, 0, "seed")
+            val_score = sum(scores.values()) / len(scores)
+            val_tasks[str(st["current"])] = scores
+            self.emit(ValidationScored(step=0, skill_hash=skill.hash, score=val_score, n=len(scores)))
         rec = self.log.update_version(st["current"], val_score=val_score,
                                       train_score=(stats[str(st["current"])][0] / stats[str(st["current"])][1])
                                       if str(st["current"]) in stats else None)
         self.emit(VersionSaved(version=rec.version, skill_hash=rec.skill_hash, step=0, val_score=val_score,
                                train_score=rec.train_score, chars=rec.chars))
         self.commit(phase="steps", schedule=plan_schedule(pool, self.options), current_val=val_score,
-                    last_fail=last_fail, train_stats=stats)
+                    last_fail=last_fail, train_stats=stats, val_tasks=val_tasks)
 
     # -- one step ----------------------------------------------------------------------------------
 
+    def val_repeats(self) -> int:
+        """Validation runs per task: 1 for a greedy task model (the same answer every time)."""
+        if self.options.val_repeats > 0:
+            return self.options.val_repeats
+        return 1 if self.agent_settings.temperature <= 0 else 3
+
+    def choose_parent(self, k: int) -> int:
+        """The version this step improves: the current one, or one drawn from the Pareto frontier."""
+        st = self.state
+        if self.options.parent_selection != "pareto":
+            return int(st["current"])
+        frontier = pareto_frontier({int(v): s for v, s in st["val_tasks"].items()})
+        return pick_parent(frontier, derive_seed(self.options.seed, "parent", k)) if frontier else int(st["current"])
+
+    def validate(self, skill: Skill, val: list[Task], step: int, folder: str) -> dict[str, float]:
+        """Per-task validation scores, the mean over the repeats (seeds seed, seed + 1, ...)."""
+        sums: dict[str, float] = {}
+        repeats = self.val_repeats()
+        for r in range(repeats):
+            res = self.run_eval(skill, val, "val", step, folder, seed=self.options.seed + r,
+                                subdir="val" if r == 0 else f"val-r{r}")
+            for t in res.trajectories:
+                sums[t.task_id] = sums.get(t.task_id, 0.0) + (t.verdict.score if t.verdict else 0.0)
+        return {tid: s / repeats for tid, s in sums.items()}
+
     def forward_stage(self, k: int, train: list[Task], val: list[Task]) -> None:
-        """Minibatch, gradients, momentum, proposal; for "all"/"ask" also the decision."""
+        """Minibatch, gradients, momentum, a pool of candidates saved as versions."""
         assert self.log is not None
         st, o = self.state, self.options
         by_id = {t.id: t for t in self.suite.tasks}
         batch = [by_id[i] for i in st["schedule"][k - 1]]
+        parent = self.choose_parent(k)
         skill = self.user_skill(st["current"])
+        if parent != st["current"]:
+            skill = self.log.load_version(parent)
         self.emit(StepStarted(step=k, task_ids=[t.id for t in batch], skill_hash=skill.hash))
         self.emit(Progress(done=k - 1, total=len(st["schedule"]), phase="steps"))
         res = self.run_eval(skill, batch, "train", k, k)
         self.check_budget()
+        account = new_account()
 
         # 2) gradients: failures, then preservation signals for tasks that passed after failing before
         diag = FailureDiagnoser(self.opt, seed=derive_seed(o.seed, "diagnose", k))
         contra = ContrastiveDiagnoser(self.opt, seed=derive_seed(o.seed, "contrast", k))
         gradients: list[TextGradient] = []
         signals: list[PreservationSignal] = []
+        classes: Counter[str] = Counter()
         for traj in res.trajectories:
             task = by_id[traj.task_id]
             if not _passed(traj):
+                found = classify(task, traj)
+                if found is not None:
+                    classes[found.cls.key] += 1
                 g = diag.diagnose(skill, task, traj, k)
                 if g is not None:
                     gradients.append(g)
@@ -512,6 +582,8 @@ class _Run:
         for role in (diag, contra):
             if role.backend_errors:
                 self.emit(Warning_(message=f"{role.backend_errors} model call(s) failed: {role.last_error}", step=k))
+        account.update(failed_tasks=len(failed), gradients=len(gradients), gradients_from_code=diag.from_code,
+                       failure_classes=dict(classes.most_common()))
 
         # 3) momentum
         memory = self.load_memory()
@@ -521,52 +593,223 @@ class _Run:
         self.emit(MemoryUpdated(step=k, patterns=[p.summary_dict() for p in memory.ranked()],
                                 overlay=overlay.to_markdown()))
 
-        # 4) update: only patterns this batch shows evidence for; their weight carries the history
+        # 4) update: a pool of candidates for the patterns this batch shows evidence for
         proposal = Proposal()
         if gradients:
             touched = [p for p in memory.patterns if k in p.iterations]
             patcher = Patcher(self.opt, seed=derive_seed(o.seed, "patch", k), l2_max_chars=o.l2_max_chars)
-            proposal = patcher.propose(skill, touched, list(memory.preserved), train + val, k)
+            proposal = patcher.propose(skill, touched, list(memory.preserved), train + val, k,
+                                       candidates=o.candidates)
             patch = proposal.to_patch()
             self.emit(PatchProposed(
                 step=k, patch_id=f"step-{k}", edits=[{**pe.to_dict(), "accepted_by_checks": True}
                                                      for pe in proposal.edits],
                 rejected=[{**raw, "reason": why} for raw, why in proposal.rejected], rationale=patch.rationale,
                 gradients=patch.gradients, tasks=patch.tasks))
-
-        # 5) the gate's first half: which edits make the candidate
-        pending = self.decide_edits(k, skill, proposal)
-        pending.update({"train_loss": 1.0 - _mean_score(res.trajectories), "all_pass": not failed,
-                        "batch": [t.task_id for t in res.trajectories],
-                        "failed": [t.task_id for t in failed],
-                        "batch_score_sum": _mean_score(res.trajectories) * res.n, "batch_n": res.n,
-                        "step_tokens": [self.live_prompt, self.live_completion],
-                        "seconds_at_start": st["seconds"]})
+        account.update(proposed=proposal.proposed, applied=proposal.applied, passed_checks=proposal.passed,
+                       rejected=dict(proposal.reasons().most_common()))
+        parent_files = self.log.version_files(parent)
+        candidates: list[dict[str, Any]] = []
+        for edits, origin in zip(proposal.candidates, proposal.origins):
+            files = dict(parent_files)
+            for rel, text in apply_edits_in_memory(skill, [pe.edit for pe in edits]).items():
+                files[rel] = text.encode("utf-8")
+            rec = self.log.save_version(files, skill.root.name, step=k, parent=parent, origin=origin)
+            self.emit(CandidateProposed(step=k, version=rec.version, parent=parent, origin=origin,
+                                        edits=[pe.to_dict() for pe in edits], chars=rec.chars))
+            candidates.append({"version": rec.version, "origin": origin, "proposed": [pe.to_dict() for pe in edits],
+                               "mb": None, "val": None})
+        account["candidates"] = len(candidates)
+        pending = {"patch_id": f"step-{k}", "parent": parent, "candidates": candidates, "decided": False,
+                   "parent_mb": {t.task_id: (t.verdict.score if t.verdict else 0.0) for t in res.trajectories},
+                   "proposed": [], "candidate": None, "edits": [], "accepted": [], "rejected": [], "kept": None,
+                   "applied": False, "scored": False, "by": {"validation": "gate", "all": "all", "ask": "user"}[o.gate],
+                   "reason": "", "account": account,
+                   "train_loss": 1.0 - _mean_score(res.trajectories), "all_pass": not failed,
+                   "batch": [t.task_id for t in res.trajectories], "failed": [t.task_id for t in failed],
+                   "batch_score_sum": _mean_score(res.trajectories) * res.n, "batch_n": res.n,
+                   "step_tokens": [self.live_prompt, self.live_completion], "seconds_at_start": st["seconds"]}
         mem_rel = f"memory/step-{k}-update.json"
         self.save_memory(memory, mem_rel)
-        self.commit(stage="gate", pending=pending, memory=mem_rel)
+        self.commit(stage="candidates", pending=pending, memory=mem_rel)
 
-    def decide_edits(self, k: int, skill: Skill, proposal: Proposal) -> dict[str, Any]:
-        """Build the candidate version from the edits the gate lets through (all of them for
-        "validation" and "all"; the person's choice for "ask"). Nothing is written to the skill."""
+    def commit_pending(self, pend: dict[str, Any], **changes: Any) -> None:
+        """Commit the step's pending record, with the tokens of the stage just done added to the step's."""
+        pend["step_tokens"] = [pend["step_tokens"][0] + self.live_prompt, pend["step_tokens"][1] + self.live_completion]
+        self.commit(pending=pend, **changes)
+
+    def candidates_stage(self, k: int, val: list[Task]) -> None:
+        """Score each candidate on the minibatch, the improvers on validation, then decide; each
+        score is its own commit, so a run killed while scoring resumes at the next candidate."""
+        while not self.state["pending"]["decided"]:
+            self.check_budget()
+            cands = self.state["pending"]["candidates"]
+            i = next((i for i, c in enumerate(cands) if c["mb"] is None), None)
+            if i is not None:
+                self.score_minibatch(k, i)
+                continue
+            i = next((i for i, c in enumerate(cands) if c["val"] is None and self.wants_validation(c)), None)
+            if i is not None:
+                self.score_validation(k, i, val)
+                continue
+            self.decide_candidates(k)
+
+    def minibatch_gain(self, c: dict[str, Any]) -> float:
+        parent = self.state["pending"]["parent_mb"]
+        return sum(c["mb"].values()) - sum(parent.get(t, 0.0) for t in c["mb"])
+
+    def wants_validation(self, c: dict[str, Any]) -> bool:
+        """GEPA's acceptance: only a candidate that improves the minibatch is scored on validation
+        (or, on a tie, one shorter than the current skill: the tie rule may keep it)."""
+        assert self.log is not None
+        if self.options.gate != "validation":
+            return False
+        if not self.options.minibatch_gate:
+            return True
+        gain = self.minibatch_gain(c)
+        shorter = self.log.version(c["version"]).chars < self.log.version(self.state["current"]).chars
+        return gain > SCORE_EPS or (abs(gain) <= SCORE_EPS and shorter)
+
+    def score_minibatch(self, k: int, i: int) -> None:
+        assert self.log is not None
+        pend = dict(self.state["pending"])
+        c = dict(pend["candidates"][i])
+        by_id = {t.id: t for t in self.suite.tasks}
+        skill = self.log.load_version(c["version"])
+        res = self.run_eval(skill, [by_id[t] for t in pend["batch"]], "minibatch", k, f"step-{k}-v{c['version']}")
+        c["mb"] = {t.task_id: (t.verdict.score if t.verdict else 0.0) for t in res.trajectories}
+        mean = _mean_score(res.trajectories)
+        parent = sum(pend["parent_mb"].values()) / len(pend["parent_mb"]) if pend["parent_mb"] else 0.0
+        self.emit(CandidateScored(step=k, version=c["version"], phase="minibatch", score=mean, parent_score=parent,
+                                  n=res.n, improved=self.minibatch_gain(c) > SCORE_EPS))
+        self.log.update_version(c["version"], minibatch=mean)
+        pend["candidates"] = [c if j == i else x for j, x in enumerate(pend["candidates"])]
+        self.commit_pending(pend)
+
+    def score_validation(self, k: int, i: int, val: list[Task]) -> None:
+        assert self.log is not None
+        pend = dict(self.state["pending"])
+        c = dict(pend["candidates"][i])
+        skill = self.log.load_version(c["version"])
+        c["val"] = self.validate(skill, val, k, f"v{c['version']}")
+        mean = sum(c["val"].values()) / len(c["val"]) if c["val"] else 0.0
+        self.emit(ValidationScored(step=k, skill_hash=skill.hash, score=mean, n=len(c["val"])))
+        self.emit(CandidateScored(step=k, version=c["version"], phase="val", score=mean,
+                                  parent_score=self.state["current_val"], n=len(c["val"])))
+        self.log.update_version(c["version"], val_score=mean)
+        pend["candidates"] = [c if j == i else x for j, x in enumerate(pend["candidates"])]
+        self.commit_pending(pend, val_tasks={**self.state["val_tasks"], str(c["version"]): c["val"]})
+
+    def decide_candidates(self, k: int) -> None:
+        """Which candidate (if any) replaces the current skill, and why each other one does not."""
+        assert self.log is not None
+        st, o = self.state, self.options
+        pend = dict(st["pending"])
+        cands = pend["candidates"]
+        account = dict(pend["account"])
+        rejected: Counter[str] = Counter(account.get("rejected", {}))
+        current = self.log.version(st["current"])
+        verdicts: dict[int, tuple[bool, str, str, GateDecision | None]] = {}
+        for c in cands:
+            v = c["version"]
+            if o.gate != "validation":
+                verdicts[v] = (True, "", "", None)
+            elif c["val"] is None:
+                verdicts[v] = (False, MINIBATCH_NOT_IMPROVED, f"minibatch {sum(c['mb'].values()):g} of {len(c['mb'])} "
+                               f"vs the parent's {sum(pend['parent_mb'].values()):g}: not improved, not validated",
+                               None)
+            else:
+                d = paired_gate(st["val_tasks"].get(str(st["current"]), {}), c["val"], k=o.gate_k,
+                                candidate_chars=self.log.version(v).chars, current_chars=current.chars,
+                                repeats=self.val_repeats())
+                verdicts[v] = (d.kept, d.key, d.sentence(), d)
+        keepable = [c for c in cands if verdicts[c["version"]][0]]
+        chosen: dict[str, Any] | None = None
+        if keepable and o.gate == "validation":
+            def rank(c: dict[str, Any]) -> tuple[float, int, int]:
+                d = verdicts[c["version"]][3]
+                return (-(d.gain if d else 0.0), self.log.version(c["version"]).chars, cands.index(c))  # type: ignore[union-attr]
+            chosen = min(keepable, key=rank)
+        elif keepable:  # "all" and "ask": the best on the minibatch, candidate 0 on ties
+            chosen = max(keepable, key=lambda c: (self.minibatch_gain(c), -cands.index(c)))
+        pend.update(proposed=chosen["proposed"] if chosen else [], candidate=None, kept=False, edits=[],
+                    accepted=[], rejected=[], scored=False)
+        if chosen is not None:
+            self.take_candidate(k, pend, chosen, verdicts[chosen["version"]])
+        for c in cands:
+            v = c["version"]
+            kept, key, sentence, d = verdicts[v]
+            if chosen is not None and v == chosen["version"] and pend["kept"]:
+                continue
+            if chosen is not None and v == chosen["version"]:
+                key, sentence = pend["reason_key"], pend["reason"]
+            elif kept:
+                key, sentence = NOT_CHOSEN, f"{sentence + '; ' if sentence else ''}another candidate was better"
+            rejected[key] += 1
+            self.log.update_version(v, decision=sentence)
+            self.emit(CandidateDecided(step=k, version=v, kept=False, reason=key, sentence=sentence,
+                                       gain=d.gain if d else None, se=d.se if d else None, n=d.n if d else 0))
+        account.update(scored_minibatch=sum(1 for c in cands if c["mb"] is not None),
+                       improved_minibatch=sum(1 for c in cands if c["mb"] is not None and self.minibatch_gain(c) > SCORE_EPS),
+                       validated=sum(1 for c in cands if c["val"] is not None),
+                       accepted=int(bool(pend["kept"])), rejected=dict(rejected.most_common()))
+        if not pend["kept"]:
+            pend["reason"] = step_sentence(account, None)
+        pend.update(account=account, decided=True)
+        self.commit_pending(pend, stage="gate")
+
+    def take_candidate(self, k: int, pend: dict[str, Any], chosen: dict[str, Any],
+                       verdict: tuple[bool, str, str, GateDecision | None]) -> None:
+        """Fill the pending record with the chosen candidate: for "ask", the edits the person keeps."""
         assert self.log is not None
         o = self.options
-        items = proposal.edits
-        base = {"patch_id": f"step-{k}", "proposed": [pe.to_dict() for pe in items], "candidate": None,
-                "edits": [], "accepted": [], "rejected": [], "kept": None, "applied": False, "scored": False,
-                "by": {"validation": "gate", "all": "all", "ask": "user"}[o.gate], "reason": ""}
-        if not items:
-            base.update(kept=False, reason="no edit passed the checks" if proposal.rejected else "no edit proposed")
-            return base
-        accepted = list(range(len(items)))
-        replaced: dict[int, str] = {}
+        _, key, sentence, d = verdict
+        pend["chosen_from"] = chosen["version"]
+        items = [ProposedEdit.from_dict(x) for x in chosen["proposed"]]
+        version = chosen["version"]
+        current = self.user_skill(self.state["current"])
+        edits = [pe.edit for pe in items]
         if o.gate == "ask":
-            assert self.review is not None
-            request = ReviewRequest(k, skill, [ReviewItem(i, pe.edit, pe.pattern_label, list(pe.gradients),
-                                                          list(pe.tasks), pe.rationale) for i, pe in enumerate(items)])
-            decision = self.review(request)
-            accepted = sorted({i for i in decision.accepted if 0 <= i < len(items)})
-            replaced = {int(i): t for i, t in decision.replaced.items() if int(i) in accepted}
+            parent = self.log.load_version(pend["parent"])
+            version, edits, used = self.review_edits(k, parent, pend["parent"], items)
+            pend["accepted"], pend["rejected"] = used, [i for i in range(len(items)) if i not in used]
+            if version is None:
+                pend.update(reason_key=PERSON_REJECTED, reason="the person rejected every edit")
+                return
+            key, sentence = "", "accepted by the person"
+        else:
+            pend["accepted"] = list(range(len(items)))
+            if o.gate == "all":
+                key, sentence = "", "gate 'all' keeps the best candidate on the minibatch"
+        try:
+            if pend["parent"] != self.state["current"]:  # made from another frontier version
+                target = {p: b.decode("utf-8") for p, b in self.log.version_files(version).items()
+                          if p == SKILL_MD or (p.split("/", 1)[0] in ("references", "scripts") and "/" in p)}
+                edits = rebase_edits(current, target)
+        except ValueError as exc:
+            pend.update(reason_key=NOT_REBASABLE, reason=f"{NOT_REBASABLE}: {exc}")
+            return
+        if not edits:
+            pend.update(reason_key=NOT_REBASABLE, reason="the candidate is the current skill")
+            return
+        mean = sum(chosen["val"].values()) / len(chosen["val"]) if chosen["val"] else None
+        pend.update(candidate=version, edits=[_edit_to_dict(e) for e in edits], kept=True, reason=sentence,
+                    reason_key=key, scored=chosen["val"] is not None, val_score=mean,
+                    gain=d.gain if d else None, se=d.se if d else None)
+        self.log.update_version(version, decision=sentence)
+        self.emit(CandidateDecided(step=k, version=version, kept=True, reason=key or "kept", sentence=sentence,
+                                   gain=d.gain if d else None, se=d.se if d else None, n=d.n if d else 0))
+
+    def review_edits(self, k: int, parent: Skill, parent_version: int,
+                     items: list[ProposedEdit]) -> tuple[int | None, list[Edit], list[int]]:
+        """Ask the person: the version made of the edits they keep (None if none), the edits, and
+        their indices."""
+        assert self.log is not None and self.review is not None
+        request = ReviewRequest(k, parent, [ReviewItem(i, pe.edit, pe.pattern_label, list(pe.gradients),
+                                                       list(pe.tasks), pe.rationale) for i, pe in enumerate(items)])
+        decision = self.review(request)
+        accepted = sorted({i for i in decision.accepted if 0 <= i < len(items)})
+        replaced = {int(i): t for i, t in decision.replaced.items() if int(i) in accepted}
         edits: list[Edit] = []
         used: list[int] = []
         for i in accepted:
@@ -574,38 +817,29 @@ class _Run:
             if i in replaced:
                 e = Edit(e.layer, e.path, e.old, replaced[i])
             try:
-                apply_edits_in_memory(skill, edits + [e])
+                apply_edits_in_memory(parent, edits + [e])
             except SkillgradError as exc:  # e.g. it relied on an edit the person rejected
                 self.emit(Warning_(message=f"edit {i} dropped: {exc}", step=k))
                 continue
             edits.append(e)
             used.append(i)
-        base["accepted"], base["rejected"] = used, [i for i in range(len(items)) if i not in used]
-        base["edits"] = [_edit_to_dict(e) for e in edits]
         if not edits:
-            base.update(kept=False, reason="every edit was rejected")
-            return base
-        files = dict(self.log.version_files(self.state["current"]))
-        for rel, text in apply_edits_in_memory(skill, edits).items():
+            return None, [], used
+        files = dict(self.log.version_files(parent_version))
+        for rel, text in apply_edits_in_memory(parent, edits).items():
             files[rel] = text.encode("utf-8")
-        rec = self.log.save_version(files, skill.root.name, step=k, parent=self.state["current"])
-        base["candidate"] = rec.version
-        if o.gate != "validation":
-            base.update(kept=True, reason="accepted by the person" if o.gate == "ask" else "gate 'all' keeps every edit")
-        return base
+        rec = self.log.save_version(files, parent.root.name, step=k, parent=parent_version, origin="reviewed")
+        return rec.version, edits, used
 
     def gate_stage(self, k: int, val: list[Task]) -> None:
-        """Score, decide, apply, each behind its own commit, until the step is complete."""
+        """Apply, then (gates "all" and "ask") score for the record, each behind its own commit."""
         assert self.log is not None
         while True:
             pend = self.state["pending"]
-            cand = pend["candidate"]
-            if cand is not None and not pend["scored"] and (pend["kept"] is None or pend["applied"]):
-                self.score_candidate(k, cand, val)
-            elif pend["kept"] is None:
-                self.decide_by_validation(k)
-            elif pend["kept"] and not pend["applied"]:
+            if pend["kept"] and not pend["applied"]:
                 self.apply(k)
+            elif pend["kept"] and not pend["scored"]:
+                self.score_candidate(k, pend["candidate"], val)
             else:
                 return
 
@@ -613,36 +847,16 @@ class _Run:
         assert self.log is not None
         pend = dict(self.state["pending"])
         score: float | None = None
+        val_tasks = dict(self.state["val_tasks"])
         if val:
             skill = self.log.load_version(cand)
-            res = self.run_eval(skill, val, "val", k, k)
-            score = _mean_score(res.trajectories)
-            self.emit(ValidationScored(step=k, skill_hash=skill.hash, score=score, n=res.n))
+            scores = self.validate(skill, val, k, f"v{cand}")
+            score = sum(scores.values()) / len(scores) if scores else 0.0
+            val_tasks[str(cand)] = scores
+            self.emit(ValidationScored(step=k, skill_hash=skill.hash, score=score, n=len(scores)))
         self.log.update_version(cand, val_score=score)
         pend.update(scored=True, val_score=score)
-        pend["step_tokens"] = [pend["step_tokens"][0] + self.live_prompt,
-                               pend["step_tokens"][1] + self.live_completion]
-        self.commit(pending=pend)
-
-    def decide_by_validation(self, k: int) -> None:
-        assert self.log is not None
-        pend = dict(self.state["pending"])
-        cand = self.log.version(pend["candidate"])
-        cur = self.log.version(self.state["current"])
-        new, old = pend["val_score"], self.state["current_val"]
-        if new > old + SCORE_EPS:
-            kept, why = True, f"validation {old:.3f} -> {new:.3f}"
-        elif abs(new - old) <= SCORE_EPS:
-            kept = cand.chars <= cur.chars
-            why = (f"validation tied at {new:.3f}; "
-                   + ("kept the shorter skill" if kept else "kept the shorter current skill"))
-        else:
-            kept, why = False, f"validation dropped {old:.3f} -> {new:.3f}"
-        if not kept:
-            pend["rejected"] = sorted(set(pend["rejected"]) | set(pend["accepted"]))
-            pend["accepted"] = []
-        pend.update(kept=kept, reason=why)
-        self.commit(pending=pend)
+        self.commit_pending(pend, val_tasks=val_tasks)
 
     def apply(self, k: int) -> None:
         assert self.log is not None
@@ -664,54 +878,70 @@ class _Run:
         self.commit(pending=pend)
 
     def finish_step(self, k: int) -> None:
-        """Record the patch outcome in the memory, move to step k + 1, emit the step's summary."""
+        """Record the outcome in the memory, move to step k + 1, emit the step's account."""
         assert self.log is not None
         st = self.state
         pend = st["pending"]
         memory = self.load_memory()
         kept = bool(pend["kept"])
-        by_pattern: dict[tuple[str, bool], list[str]] = {}
-        for i, d in enumerate(pend["proposed"]):
-            ok = kept and i in pend["accepted"]
-            summary = f"{d['layer']} {d['path']}: {' '.join(d['new'].split())[:100]}"
-            by_pattern.setdefault((d["pattern"], ok), []).append(summary)
-        for (pid, ok), summaries in by_pattern.items():
+        chosen = pend["candidate"] if kept else None
+        tried: dict[str, list[str]] = {}
+        won: dict[str, list[str]] = {}
+        for c in pend["candidates"]:
+            for i, d in enumerate(c["proposed"]):
+                summary = f"{d['layer']} {d['path']}: {' '.join(d['new'].split())[:100]}"
+                in_chosen = kept and c["version"] in (chosen, pend.get("chosen_from")) and i in pend["accepted"]
+                bucket = won if in_chosen else tried
+                if summary not in bucket.setdefault(d["pattern"], []):
+                    bucket[d["pattern"]].append(summary)
+        for pid in sorted(set(tried) | set(won)):
+            ok = pid in won
             try:
-                memory.record_patch(pid, k, " / ".join(summaries), kept=ok)
+                memory.record_patch(pid, k, " / ".join((won if ok else tried)[pid][:3]), kept=ok)
             except KeyError:  # the no-momentum memory may not have it; nothing to record against
                 pass
         current, current_val = st["current"], st["current_val"]
-        if pend["candidate"] is not None:
-            cand = self.log.update_version(pend["candidate"], kept=kept)
+        for c in pend["candidates"]:
+            rec = self.log.version(c["version"])
+            self.emit(VersionSaved(version=rec.version, skill_hash=rec.skill_hash, step=k, val_score=rec.val_score,
+                                   chars=rec.chars))
+        proposed = pend["proposed"]
+        if chosen is not None:
+            cand = self.log.update_version(chosen, kept=True)
+            if cand.version not in [c["version"] for c in pend["candidates"]]:  # the person's own mix
+                self.emit(VersionSaved(version=cand.version, skill_hash=cand.skill_hash, step=k,
+                                       val_score=cand.val_score, chars=cand.chars))
+            current, current_val = cand.version, cand.val_score
+        if pend["candidates"]:
             self.emit(PatchDecided(step=k, patch_id=pend["patch_id"], accepted=pend["accepted"] if kept else [],
-                                   rejected=pend["rejected"] if kept else list(range(len(pend["proposed"]))),
+                                   rejected=pend["rejected"] if kept else list(range(len(proposed))),
                                    by=pend["by"], reason=pend["reason"]))
-            self.emit(VersionSaved(version=cand.version, skill_hash=cand.skill_hash, step=k,
-                                   val_score=cand.val_score, chars=cand.chars))
-            if kept:
-                current, current_val = cand.version, cand.val_score
-        elif pend["proposed"]:
-            self.emit(PatchDecided(step=k, patch_id=pend["patch_id"], accepted=[],
-                                   rejected=list(range(len(pend["proposed"]))), by=pend["by"], reason=pend["reason"]))
         stats = {key: list(v) for key, v in st["train_stats"].items()}
-        s = stats.setdefault(str(st["current"]), [0.0, 0])
+        s = stats.setdefault(str(pend["parent"]), [0.0, 0])
         s[0] += pend["batch_score_sum"]
         s[1] += pend["batch_n"]
-        self.log.update_version(st["current"], train_score=s[0] / s[1] if s[1] else None)
+        self.log.update_version(pend["parent"], train_score=s[0] / s[1] if s[1] else None)
         last_fail = dict(st["last_fail"])
         for tid in pend["failed"]:
             last_fail[tid] = self.rel(trajectory_file(self.log.traj_dir(k, "train"), tid))
         mem_rel = f"memory/step-{k}-final.json"
         self.save_memory(memory, mem_rel)
         skill_hash = self.log.version(current).skill_hash
+        account = pend["account"]
+        summary = (f"kept version {chosen} ({pend['reason']})" if kept else pend["reason"]) or step_sentence(account, None)
+        self.emit(StepAccount(step=k, account=account, summary=summary))
+        validated = [sum(c["val"].values()) / len(c["val"]) for c in pend["candidates"] if c["val"]]
+        val_score = pend.get("val_score") if kept else (max(validated) if validated else None)
         p, c = pend["step_tokens"]
-        self.emit(StepFinished(step=k, train_loss=pend["train_loss"], val_score=pend.get("val_score"),
+        self.emit(StepFinished(step=k, train_loss=pend["train_loss"], val_score=val_score,
                                kept=kept, skill_hash=skill_hash, prompt_tokens=p, completion_tokens=c,
                                seconds=st["seconds"] + (time.monotonic() - self.stage_start)
-                               - pend["seconds_at_start"]))
+                               - pend["seconds_at_start"], summary=summary))
         streak = st["streak"] + 1 if pend["all_pass"] else 0
         self.commit(step=k + 1, stage="forward", pending=None, current=current, current_val=current_val,
-                    streak=streak, last_fail=last_fail, train_stats=stats, memory=mem_rel)
+                    streak=streak, last_fail=last_fail, train_stats=stats, memory=mem_rel,
+                    account=add_accounts(st["account"], account), steps_done=st["steps_done"] + 1,
+                    kept_versions=st["kept_versions"] + ([chosen] if chosen is not None else []))
 
     # -- the whole run -----------------------------------------------------------------------------
 
@@ -730,6 +960,8 @@ class _Run:
                     return "steps" if st["schedule"] else "no_failures"
                 self.check_budget()
                 self.forward_stage(k, train, val)
+            if self.state["stage"] == "candidates":
+                self.candidates_stage(k, val)
             self.check_budget()
             self.gate_stage(k, val)
             self.finish_step(k)
@@ -743,10 +975,17 @@ class _Run:
         except SkillgradError:
             final = ""
         st = self.state
+        account = st.get("account") or new_account()
+        kept = list(st.get("kept_versions", []))
+        changed = bool(versions) and final != versions[0].skill_hash
+        summary = run_sentence(account, int(st.get("steps_done", 0)), kept)
+        if not changed and kept:
+            summary += "; the kept changes cancel out: the skill is back to where it started"
         return RunResult(self.log.run_dir, reason, versions, best.version if best else None, final,
                          best.val_score if best else None, st["tokens"]["prompt"] + self.live_prompt,
                          st["tokens"]["completion"] + self.live_completion,
-                         st["seconds"] + (time.monotonic() - self.stage_start))
+                         st["seconds"] + (time.monotonic() - self.stage_start), account=account, summary=summary,
+                         changed=changed)
 
     def run(self) -> RunResult:
         try:
@@ -775,7 +1014,8 @@ class _Run:
                 # (its finished tasks reused) when the run is resumed.
                 self.state["reason"] = reason
             res = self.result(reason)
-            self.emit(RunFinished(reason=reason, best_version=res.best_version, best_score=res.best_score))
+            self.emit(RunFinished(reason=reason, best_version=res.best_version, best_score=res.best_score,
+                                  summary=res.summary, account=res.account))
             return res
         finally:
             if self.log is not None:

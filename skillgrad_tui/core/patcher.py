@@ -366,8 +366,8 @@ class Patcher:
                 if opts:
                     add([opts[0]], f"{opts[0].pattern.id} alone")
         # Too few: sample more answers, one pattern at a time, heaviest first.
-        extra = 0
-        while len(proposal.candidates) < candidates and order and extra < candidates:
+        extra, calls = 0, candidates - len(proposal.candidates)  # one more call per missing candidate, at most
+        while len(proposal.candidates) < candidates and order and extra < calls:
             pattern = order[extra % len(order)]
             extra += 1
             for o in self._options(skill, pattern, preservation, train_tasks, proposal,

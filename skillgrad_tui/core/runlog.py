@@ -105,6 +105,9 @@ class VersionRecord:
     chars: int = 0  # total characters of its text files
     kept: bool = False  # became (or was) the current skill
     created: float = 0.0
+    origin: str = ""  # how the candidate was made (the patcher's note), "" for the seed
+    minibatch: float | None = None  # its minibatch score; the parent's is in the step's events
+    decision: str = ""  # the gate's sentence: estimate, standard error, kept or why not
 
     @property
     def dirname(self) -> str:
@@ -354,7 +357,7 @@ class RunLog:
 
     def save_version(self, files: Mapping[str, bytes], skill_name: str, *, step: int, parent: int | None,
                      val_score: float | None = None, train_score: float | None = None,
-                     kept: bool = False) -> VersionRecord:
+                     kept: bool = False, origin: str = "") -> VersionRecord:
         """Store a version and index it. Idempotent for the same (step, content, parent), so a run
         that redoes a step after a crash gets the same version number, not a duplicate."""
         digest = content_hash(files)
@@ -363,7 +366,7 @@ class RunLog:
                 return r
         rec = VersionRecord(version=len(self._records), skill_hash=digest, step=step, parent=parent,
                             val_score=val_score, train_score=train_score, chars=text_chars(files),
-                            kept=kept, created=time.time())
+                            kept=kept, created=time.time(), origin=origin)
         if not any(r.skill_hash == digest for r in self._records):
             self._store_files(rec, skill_name, files)
         self._records.append(rec)
@@ -396,7 +399,7 @@ class RunLog:
     def update_version(self, n: int, **changes: Any) -> VersionRecord:
         rec = self.version(n)
         for key, value in changes.items():
-            if key not in {"val_score", "train_score", "kept"}:
+            if key not in {"val_score", "train_score", "kept", "minibatch", "decision"}:
                 raise ValueError(f"cannot change {key} of a version")
             setattr(rec, key, value)
         self._write_index()
