@@ -51,7 +51,8 @@ def eval_command(args: argparse.Namespace) -> int:
     backend = make_backend(config, args.model, use_cache=not args.no_cache)
     agent = Agent(backend, AgentSettings(mode=config.get("agent", "mode"),
                                          max_tokens=config.get("agent", "max_tokens"),
-                                         table_rows=config.get("agent", "table_rows")))
+                                         table_rows=config.get("agent", "table_rows"),
+                                         temperature=float(config.get("agent", "temperature"))))
     progress = Progress(TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[acc]}"), TimeRemainingColumn(), console=err,
                         transient=True, disable=args.json and not err.is_terminal)

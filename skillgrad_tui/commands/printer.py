@@ -98,7 +98,16 @@ class EventPrinter:
         info["edits"] = len(e.edits)
         info["patch"] = f"{len(e.edits)} edit(s) {'/'.join(layers)}".strip() if e.edits else "no edit"
         if e.rejected:
-            info["patch"] += f", {len(e.rejected)} failed checks"
+            info["patch"] += f", {len(e.rejected)} rejected"
+
+    def _on_candidate_proposed(self, e: ev.CandidateProposed) -> None:
+        info = self._step_info.setdefault(e.step, {})
+        info["candidates"] = info.get("candidates", 0) + 1
+
+    def _on_candidate_decided(self, e: ev.CandidateDecided) -> None:
+        if self.verbose:
+            mark = "[green]kept[/]" if e.kept else f"[yellow]{e.reason}[/]"
+            self._print(f"  candidate v{e.version}: {mark} [dim]{e.sentence}[/]")
 
     def _on_validation_scored(self, e: ev.ValidationScored) -> None:
         self._step_info.setdefault(e.step, {})["val"] = e.score
@@ -115,12 +124,15 @@ class EventPrinter:
             counts[label] = counts.get(label, 0) + 1
         named = [f"{lb} x{n}" if n > 1 else lb for lb, n in counts.items()]
         grads = "; ".join(named[:3]) + (f" (+{len(named) - 3} more)" if len(named) > 3 else "")
-        decided = "[green]kept[/]" if e.kept else ("[yellow]rolled back[/]" if info.get("edits") else "no patch")
+        decided = "[green]kept[/]" if e.kept else ("[yellow]rolled back[/]" if info.get("candidates") else "no patch")
+        pool = f" | {info['candidates']} candidate(s)" if info.get("candidates") else ""
         self._print(
             f"step {e.step}: loss {e.train_loss:.2f} | gradients {len(labels)}"
             + (f" [dim]({grads})[/]" if grads else "")
-            + f" | {info.get('patch', 'no edits')} | val {_fmt(e.val_score)} | {decided}"
+            + f" | {info.get('patch', 'no edits')}{pool} | val {_fmt(e.val_score)} | {decided}"
             + f" | {e.prompt_tokens + e.completion_tokens} tok {e.seconds:.1f}s")
+        if e.summary:
+            self._print(f"  [dim]{e.summary}[/]")
         if self._progress is not None and self._steps is not None:
             self._progress.advance(self._steps)
 
@@ -128,6 +140,8 @@ class EventPrinter:
         self.close()
         best = f", best version {e.best_version} (val {_fmt(e.best_score)})" if e.best_version is not None else ""
         self._print(f"[bold]finished[/]: {e.reason}{best}")
+        if e.summary:
+            self._print(e.summary)
 
 
 def versions_table(versions: list[VersionRecord], *, best: int | None = None,

@@ -222,6 +222,7 @@ class EditMenu:
     max_blocks: int = 40
     structural: bool = False  # only "move to references" (a pattern that keeps recurring)
     description: bool = True
+    full: bool = False  # offer every block of every target (grammar grows with the skill; for benchmarks)
     targets: dict[str, list[Block]] = field(default_factory=dict)  # offered anchors per target
     all_blocks: dict[str, list[Block]] = field(default_factory=dict)  # every block per target
 
@@ -231,7 +232,9 @@ class EditMenu:
             text = self.skill.files[path]
             self._add_blocks(path, "L3", text, 0, len(text), lambda _line: path)
         for target, blocks in self.all_blocks.items():
-            if target == self.focus:
+            if self.full:
+                self.targets[target] = blocks
+            elif target == self.focus:
                 self.targets[target] = blocks[: self.max_blocks]
             else:
                 ends = [blocks[0]] + ([blocks[-1]] if len(blocks) > 1 else [])

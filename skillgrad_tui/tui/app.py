@@ -32,7 +32,8 @@ from textual.widgets import DataTable, Header, TabbedContent, TabPane, Tree
 
 from skillgrad_tui.config import Config, load_config
 from skillgrad_tui.core.errors import Cancelled, SkillgradError
-from skillgrad_tui.core.events import (Event, GradientComputed, MemoryUpdated, PatchDecided,
+from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, CandidateScored, Event,
+                                       GradientComputed, MemoryUpdated, PatchDecided, RunFinished, StepAccount,
                                        StepFinished, StepStarted, TaskFinished, TaskStarted, VersionSaved,
                                        Warning_)
 from skillgrad_tui.core.llm.base import Backend, CancelToken
@@ -45,7 +46,7 @@ from skillgrad_tui.tui.screens.trajectory import TrajectoryScreen, task_lookup
 from skillgrad_tui.tui.session import ReviewBridge, Session, expected_hash, new_run_dir
 from skillgrad_tui.tui.widgets.footer import StableFooter
 from skillgrad_tui.tui.widgets.progress import ProgressPane
-from skillgrad_tui.tui.widgets.run_panes import GradientsPane, MemoryPane, TrajectoriesPane
+from skillgrad_tui.tui.widgets.run_panes import CandidatesPane, GradientsPane, MemoryPane, TrajectoriesPane
 from skillgrad_tui.tui.widgets.skill_pane import SkillPane
 
 GATES = ("ask", "validation", "all")
@@ -98,6 +99,7 @@ class SkillgradApp(App[int]):
         Binding("2", "show_pane('trajectories')", "Trajectories", show=False, id="pane.trajectories"),
         Binding("3", "show_pane('gradients')", "Gradients", show=False, id="pane.gradients"),
         Binding("4", "show_pane('memory')", "Memory", show=False, id="pane.memory"),
+        Binding("5", "show_pane('candidates')", "Candidates", show=False, id="pane.candidates"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
@@ -157,6 +159,8 @@ class SkillgradApp(App[int]):
                     yield GradientsPane(id="gradients")
                 with TabPane("Memory", id="tab-memory"):
                     yield MemoryPane(id="memory")
+                with TabPane("Candidates", id="tab-candidates"):
+                    yield CandidatesPane(id="candidates")
         yield ProgressPane(id="progress")
         yield StableFooter()
 
@@ -365,6 +369,16 @@ class SkillgradApp(App[int]):
             self.main.query_one(GradientsPane).show(event)
         elif isinstance(event, MemoryUpdated):
             self.main.query_one(MemoryPane).show(event)
+        elif isinstance(event, CandidateProposed):
+            self.main.query_one(CandidatesPane).proposed(event)
+        elif isinstance(event, CandidateScored):
+            self.main.query_one(CandidatesPane).scored(event)
+        elif isinstance(event, CandidateDecided):
+            self.main.query_one(CandidatesPane).decided(event)
+        elif isinstance(event, StepAccount):
+            self.main.query_one(CandidatesPane).summary(f"step {event.step}: {event.summary}")
+        elif isinstance(event, RunFinished) and event.summary:
+            self.main.query_one(CandidatesPane).summary(f"run: {event.summary}")
         elif isinstance(event, (PatchDecided, StepFinished)):
             return True
         elif isinstance(event, Warning_):
@@ -386,7 +400,9 @@ class SkillgradApp(App[int]):
                 r = message.result
                 self.notify(f"validation: {r.passed}/{r.n} passed ({r.accuracy:.2f})", title="Evaluated")
             else:
-                self.notify(f"run finished: {reason}", title="Optimised")
+                summary = getattr(message.result, "summary", "")
+                self.notify(f"run finished: {reason}" + (f"\n{summary}" if summary else ""), title="Optimised",
+                            timeout=12 if summary.startswith("no change") else 5)
         elif message.outcome == "cancelled":
             self.progress.end("cancelled")
             self.notify("cancelled; the skill on disk and the run log are consistent", title="Cancelled")
@@ -503,7 +519,8 @@ class SkillgradApp(App[int]):
             self.main.query_one("#skill-tree", Tree).focus()
             return
         self.main.query_one(TabbedContent).active = f"tab-{pane}"
-        table = {"trajectories": "#traj-table", "gradients": "#grad-table", "memory": "#mem-table"}[pane]
+        table = {"trajectories": "#traj-table", "gradients": "#grad-table", "memory": "#mem-table",
+                 "candidates": "#cand-table"}[pane]
         self.main.query_one(table, DataTable).focus()
 
     def action_zoom(self) -> None:
@@ -583,6 +600,8 @@ class SkillgradApp(App[int]):
             PaletteCommand("Show trajectories", "(2)", lambda: self.action_show_pane("trajectories")),
             PaletteCommand("Show gradients", "(3)", lambda: self.action_show_pane("gradients")),
             PaletteCommand("Show momentum memory", "(4)", lambda: self.action_show_pane("memory")),
+            PaletteCommand("Show candidates", "The pool, its lineage and the gate's decisions (5)",
+                           lambda: self.action_show_pane("candidates")),
             PaletteCommand("Zoom pane", "Maximise or restore the focused pane (z)", self.action_zoom),
             PaletteCommand("Change theme", "Pick a Textual theme (ctrl+t)", self.action_change_theme),
             PaletteCommand("Help", "All keys (F1 or ?)", self.action_help),

@@ -35,9 +35,11 @@ def _user_text(req: CompletionRequest) -> str:
 def _theme(req: CompletionRequest) -> dict[str, str]:
     """The patcher names its pattern's label; a diagnoser sees the task's question."""
     text = _user_text(req).lower()
-    for theme in THEMES.values():
-        if theme["label"] in text:
-            return theme
+    if text.startswith("failure pattern"):  # the patcher: its first line names the pattern's label
+        head = text.split("\n", 1)[0]
+        for theme in THEMES.values():
+            if theme["label"] in head:
+                return theme
     return THEMES["count"] if "how many" in text else THEMES["format"]
 
 

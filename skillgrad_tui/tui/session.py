@@ -134,7 +134,8 @@ class Session:
 
         return AgentSettings(mode=self.config.get("agent", "mode"),
                              max_tokens=self.config.get("agent", "max_tokens"),
-                             table_rows=self.config.get("agent", "table_rows"))
+                             table_rows=self.config.get("agent", "table_rows"),
+                             temperature=float(self.config.get("agent", "temperature")))
 
     # -- runs -------------------------------------------------------------------------------------
 
@@ -180,6 +181,8 @@ class Session:
             batch_size=c.get("optimize", "batch_size"), steps=c.get("optimize", "steps"), seed=self.seed,
             gate=gate, momentum_decay=float(c.get("optimize", "momentum_decay")),
             early_stop=c.get("optimize", "early_stop"), l2_max_chars=c.get("optimize", "l2_max_chars"),
+            candidates=c.get("optimize", "candidates"), gate_k=float(c.get("optimize", "gate_k")),
+            val_repeats=c.get("optimize", "val_repeats"), parent_selection=c.get("optimize", "parent"),
             run_dir=run_dir, resume=resume)
 
     def optimize(self, gate: str, run_dir: Path | None, *, sink: Callable[[Any], None],

@@ -1,4 +1,4 @@
-"""Panes fed by run events: trajectories, gradients, momentum memory.
+"""Panes fed by run events: trajectories, gradients, momentum memory, the candidate pool.
 
 Each pane takes plain event objects (core/events.py) and only renders; the app routes events to
 them on the UI thread. Rows are keyed, so an event updates its row in place instead of
@@ -16,7 +16,8 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import RowDoesNotExist
 
-from skillgrad_tui.core.events import GradientComputed, MemoryUpdated, StepStarted, TaskFinished, TaskStarted
+from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, CandidateScored, GradientComputed,
+                                       MemoryUpdated, StepStarted, TaskFinished, TaskStarted)
 
 
 def clip(value: Any, n: int = 40) -> str:
@@ -108,7 +109,7 @@ class TrajectoriesPane(Vertical):
 
     def _summarise(self) -> None:
         parts = []
-        for phase in ("train", "val", "eval", "test"):
+        for phase in ("train", "minibatch", "val", "eval", "test"):
             done = [e for e in self.finished.values() if e.phase == phase]
             if done:
                 passed = sum(e.passed for e in done)
@@ -256,3 +257,76 @@ class MemoryPane(_LazyPane):
         from rich.markdown import Markdown  # imported on first use: keeps start-up light
 
         self.query_one("#mem-overlay", Static).update(Markdown(event.overlay) if event.overlay.strip() else "")
+
+
+# ------------------------------------------------------------------------------------ candidates
+
+
+class CandidatesPane(Vertical):
+    """The candidate pool, step by step: which version came from which, how it was made, its
+    minibatch and validation scores, and the gate's decision. The summary line says what the
+    last step (or the run) changed, or why nothing changed."""
+
+    COLUMNS = ("version", "step", "parent", "origin", "minibatch", "val", "decision")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("no candidates yet", id="cand-summary")
+        table: DataTable[Any] = DataTable(id="cand-table", cursor_type="row", zebra_stripes=True)
+        for col in self.COLUMNS:
+            table.add_column(col, key=col)
+        yield table
+        with VerticalScroll(id="cand-detail-scroll"):
+            yield Static("", id="cand-detail")
+
+    @property
+    def table(self) -> DataTable[Any]:
+        return self.query_one("#cand-table", DataTable)
+
+    def summary(self, text: str) -> None:
+        self.query_one("#cand-summary", Static).update(text, layout=False)
+
+    def proposed(self, event: CandidateProposed) -> None:
+        key = f"v{event.version}"
+        self.rows[key] = {"edits": event.edits, "origin": event.origin, "decision": ""}
+        if key in self.table.rows:
+            return  # a resumed run proposes it again
+        self.table.add_row(str(event.version), str(event.step), str(event.parent), clip(event.origin, 28),
+                           "…", "", "", key=key)
+
+    def scored(self, event: CandidateScored) -> None:
+        key = f"v{event.version}"
+        if key not in self.table.rows:
+            return
+        if event.phase == "minibatch":
+            mark = " ↑" if event.improved else ""
+            self.table.update_cell(key, "minibatch", f"{event.score:.2f}{mark}")
+        else:
+            self.table.update_cell(key, "val", f"{event.score:.2f}")
+
+    def decided(self, event: CandidateDecided) -> None:
+        key = f"v{event.version}"
+        if key not in self.table.rows:
+            return
+        self.rows[key]["decision"] = event.sentence
+        cell = Text("✓ kept", "bold green") if event.kept else Text(f"✗ {event.reason}", "red")
+        self.table.update_cell(key, "decision", cell, update_width=True)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        row = self.rows.get(str(event.row_key.value) if event.row_key is not None else "")
+        detail = self.query_one("#cand-detail", Static)
+        if row is None:
+            detail.update("")
+            return
+        text = Text()
+        text.append(row["origin"] + "\n", "bold")
+        if row["decision"]:
+            text.append(row["decision"] + "\n", "italic")
+        for e in row["edits"]:
+            text.append(f"{e.get('layer')} {e.get('path')} · {e.get('pattern_label', '')}\n", "dim")
+            text.append(str(e.get("new", "")).strip()[-300:] + "\n")
+        detail.update(text)
