@@ -31,19 +31,8 @@ from skillgrad_tui.core.runlog import list_versions, replay
 from skillgrad_tui.core.skill import apply_edits_in_memory, load_skill
 from skillgrad_tui.core.suites import load_suite
 from skillgrad_tui.core.suites.splits import split_tasks
+from test_optimizer import Env as BaseEnv  # the same tiny skill folder
 
-SKILL_MD = """---
-name: tiny-qa
-description: Answer short questions with only the answer value.
----
-# Tiny QA
-
-## Answer format
-- Reply with only the value, nothing else.
-
-## Common pitfalls
-- Do not add units.
-"""
 ARITH = [(f"What is {a} plus {b}?", str(a + b)) for a, b in [(2, 3), (4, 4), (7, 1), (6, 3), (5, 5), (9, 2), (3, 3),
                                                               (8, 4), (1, 6), (2, 9)]]
 EASY = [(f"Type the word {w}.", w) for w in ("yes", "no", "ok", "go", "up", "on", "in", "at", "by", "so")]
@@ -103,16 +92,24 @@ def pick_seed(tasks: list[Any]) -> int:
     raise AssertionError("no usable seed")
 
 
-class Env:
+class Env(BaseEnv):
+    """test_optimizer's skill folder, with this module's suite and split seed."""
+
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.skill = tmp / "skills" / "tiny-qa"
-        self.skill.mkdir(parents=True, exist_ok=True)
-        (self.skill / "SKILL.md").write_text(SKILL_MD, encoding="utf-8")
+        super().__init__(tmp)
         self.suite = load_suite(write_suite(tmp / "suite"))
         self.seed = pick_seed(self.suite.tasks)
 
-    def run(self, texts: list[str], **kw: Any) -> tuple[RunResult, list[Event]]:
+    @classmethod
+    def existing(cls, tmp: Path) -> "Env":
+        """The environment a killed run left, untouched (for the resume)."""
+        env = cls.__new__(cls)
+        env.tmp, env.skill = tmp, tmp / "skills" / "tiny-qa"
+        env.suite = load_suite(tmp / "suite" / "tasks.jsonl")
+        env.seed = pick_seed(env.suite.tasks)
+        return env
+
+    def run(self, texts: Any, **kw: Any) -> tuple[RunResult, list[Event]]:  # type: ignore[override]
         events: list[Event] = []
         options = OptimizeOptions(**{"seed": self.seed, "batch_size": 4, "run_dir": self.tmp / "run",
                                      "candidates": 3, "steps": 1, **kw})
@@ -223,7 +220,7 @@ def test_pareto_frontier_and_parent_selection() -> None:
 def test_rebase_turns_a_candidate_from_another_parent_into_edits_for_the_current(tmp_path: Path) -> None:
     env = Env(tmp_path)
     skill = load_skill(env.skill)
-    other = SKILL_MD.replace("description: Answer short questions", "description: Answer questions") + "- More.\n"
+    other = skill.files["SKILL.md"].replace("description: Answer short questions", "description: Answer questions") + "- More.\n"
     target = {"SKILL.md": other, "references/notes.md": "# Notes\n"}
     edits = rebase_edits(skill, target)
     assert [e.layer for e in edits] == ["L1", "L2", "L3"]
@@ -258,7 +255,8 @@ def _scoring_in_progress(run_dir: Path) -> bool:
 
 
 def _child(tmp: str, kill_mid_scoring: bool, nth: int, q: Any) -> None:
-    env = Env(Path(tmp))
+    resume = (Path(tmp) / "run" / "state.json").exists()
+    env = Env.existing(Path(tmp)) if resume else Env(Path(tmp))
     seen = [0]
 
     def hook(stage: str, *_: object) -> None:
@@ -269,7 +267,7 @@ def _child(tmp: str, kill_mid_scoring: bool, nth: int, q: Any) -> None:
 
     runlog.fault_hook = hook
     kw: dict[str, Any] = {"steps": 2, "epochs": 2, "early_stop": 10, "batch_size": 2}
-    if (env.tmp / "run" / "state.json").exists():
+    if resume:
         kw["resume"] = env.tmp / "run"
     res, _ = env.run([POISON, FIX, f"{FIX} {BREAK}"], **kw)
     q.put(res.final_skill_hash)

@@ -215,10 +215,10 @@ def classify_answer(task: Task, traj: Trajectory) -> Failure:
         return fail("empty", why)
     if all(_REFUSAL.search(g) for g in got):
         return fail("empty", "the answer refuses or says it cannot tell")
-    targets = _targets(task)
-    exp_tokens = [_tokens(e) for e in expected]
-    got_tokens = [_tokens(g) for g in got]
-    for target in targets:
+    folded = {" ".join(e.split()).casefold() for e in expected}
+    if any(g not in expected and " ".join(g.split()).casefold() in folded for g in got):
+        return fail("case", "the right text in another letter case")
+    for target in _targets(task):
         if isinstance(target, NumberValue) and not _is_year(target):
             near = [g for g in got if _only_number(g) and _loose_number(g) is not None
                     and abs(_loose_number(g) - target.amount) < 1e-6]  # type: ignore[operator]

@@ -13,6 +13,7 @@ failed task is never silently dropped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast
 
@@ -96,11 +97,13 @@ def section_titles(skill: Skill) -> list[str]:
     return [s.title for s in skill.sections() if s.title]
 
 
-def anchor_choices(skill: Skill) -> list[str]:
+def anchor_choices(skill: Skill, first: str | None = None) -> list[str]:
     """What an anchor may be: the skill's section titles and L3 files, a new section, the
-    description (the enum of every diagnoser's anchor)."""
+    description (the enum of every diagnoser's anchor); `first` leads (a small model tends to
+    take the first choice, so the likeliest one goes there)."""
     l3 = sorted(p for p in skill.files if p != SKILL_MD)
-    return list(dict.fromkeys([*section_titles(skill), *l3, NEW_SECTION, DESCRIPTION_ANCHOR]))
+    return list(dict.fromkeys([*([first] if first else []), *section_titles(skill), *l3, NEW_SECTION,
+                               DESCRIPTION_ANCHOR]))
 
 
 def resolve_anchor(skill: Skill, raw: str, hint: str = "") -> tuple[str, str]:
@@ -247,13 +250,13 @@ class _Role:
 
 # ------------------------------------------------------------------------------ failure diagnoser
 
-def gradient_schema(skill: Skill, labels: list[str]) -> dict[str, Any]:
+def gradient_schema(skill: Skill, labels: list[str], first_anchor: str | None = None) -> dict[str, Any]:
     """The failure diagnoser's schema: label from the failure-class vocabulary, anchor from the skill."""
     return {
         "type": "object",
         "properties": {
             "label": {"enum": labels},
-            "anchor": {"enum": anchor_choices(skill)},
+            "anchor": {"enum": anchor_choices(skill, first_anchor)},
             "diagnosis": {"type": "string", "minLength": 1, "maxLength": DIAGNOSIS_MAX},
         },
         "required": ["label", "anchor", "diagnosis"],
@@ -288,22 +291,28 @@ class FailureDiagnoser(_Role):
         )
 
     @staticmethod
-    def labels(task: Task, failure: Failure | None) -> list[str]:
-        """The label vocabulary, the computed class first (a small model tends to take the first)."""
-        vocab = [c.label for c in vocabulary(task)]
+    def labels(task: Task, failure: Failure | None, allowed: Sequence[str] | None = None) -> list[str]:
+        """The label vocabulary, the computed class first (a small model tends to take the first).
+        `allowed` narrows it to the classes the step's failures actually have, so that no label
+        contradicts the evidence of every task it stands for."""
+        vocab = [c.label for c in vocabulary(task) if allowed is None or c.key in allowed]
         if failure is not None:
-            vocab.remove(failure.cls.label)
+            if failure.cls.label in vocab:
+                vocab.remove(failure.cls.label)
             vocab.insert(0, failure.cls.label)
         return vocab
 
-    def diagnose(self, skill: Skill, task: Task, trajectory: Trajectory, step: int) -> TextGradient | None:
+    def diagnose(self, skill: Skill, task: Task, trajectory: Trajectory, step: int,
+                 allowed: Sequence[str] | None = None) -> TextGradient | None:
         """A gradient for one failed task: the model's, or (when it gave nothing usable, counted
-        in invalid_outputs) one made from the failure class. None only for a task that passed."""
+        in invalid_outputs) one made from the failure class. None only for a task that passed.
+        `allowed`: the failure-class keys the label may take (default: the whole vocabulary)."""
         failure = classify(task, trajectory)
         if failure is None:
             return None
         prompt = self.prompt(skill, task, trajectory, failure)
-        out = self._ask(skill, prompt, gradient_schema(skill, self.labels(task, failure)))
+        where, _ = resolve_anchor(skill, "", f"{failure.cls.where} {failure.cls.label}")
+        out = self._ask(skill, prompt, gradient_schema(skill, self.labels(task, failure, allowed), where))
         label: str | None = None
         if out is not None:
             label, repaired = clean_label(str(out["label"]), task, skill.files[SKILL_MD])
@@ -314,12 +323,16 @@ class FailureDiagnoser(_Role):
                 self.repaired_labels += repaired
         if out is None or label is None:
             self.from_code += 1
-            anchor, kind = resolve_anchor(skill, "", f"{failure.cls.where} {failure.cls.label}")
+            anchor, kind = resolve_anchor(skill, where)
             return TextGradient(
                 id=f"g{step}-{task.id}", step=step, task_id=task.id, label=failure.cls.label,
                 layer=layer_for(kind), anchor=anchor, diagnosis=failure.cls.hint, evidence=[task.id],
                 diff=_diff_text(trajectory), failure_class=failure.cls.key, source="code")
         diagnosis = truncate(str(out["diagnosis"]), DIAGNOSIS_MAX)
+        asked = set(words(prompt.split("\n", 1)[0] + " " + prompt[prompt.find("Reply with JSON"):]))
+        if set(content_words(diagnosis)) <= asked:
+            diagnosis = failure.cls.hint  # it repeated the question: the class says more
+            self.repaired_labels += 1
         anchor, kind = resolve_anchor(skill, str(out["anchor"]), f"{label} {diagnosis}")
         return TextGradient(
             id=f"g{step}-{task.id}", step=step, task_id=task.id, label=label,

@@ -560,13 +560,14 @@ class _Run:
         gradients: list[TextGradient] = []
         signals: list[PreservationSignal] = []
         classes: Counter[str] = Counter()
+        for traj in res.trajectories:  # the step's failure classes: the labels its gradients may take
+            found = classify(by_id[traj.task_id], traj)
+            if found is not None:
+                classes[found.cls.key] += 1
         for traj in res.trajectories:
             task = by_id[traj.task_id]
             if not _passed(traj):
-                found = classify(task, traj)
-                if found is not None:
-                    classes[found.cls.key] += 1
-                g = diag.diagnose(skill, task, traj, k)
+                g = diag.diagnose(skill, task, traj, k, allowed=list(classes))
                 if g is not None:
                     gradients.append(g)
             elif o.contrastive and traj.task_id in st["last_fail"]:

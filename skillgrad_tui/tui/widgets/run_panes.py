@@ -127,6 +127,17 @@ class TrajectoriesPane(Vertical):
 # --------------------------------------------------------------------------------------- gradients
 
 
+def _table_with_detail(prefix: str, empty: str, columns: tuple[str, ...], detail: str) -> ComposeResult:
+    """A summary line, a keyed table and a scrolling detail below it (ids `<prefix>-...`)."""
+    yield Static(empty, id=f"{prefix}-summary")
+    table: DataTable[Any] = DataTable(id=f"{prefix}-table", cursor_type="row", zebra_stripes=True)
+    for col in columns:
+        table.add_column(col, key=col)
+    yield table
+    with VerticalScroll(id=f"{prefix}-{detail}-scroll"):
+        yield Static("", id=f"{prefix}-{detail}")
+
+
 class _LazyPane(Vertical):
     """Keeps only the latest event while its tab is hidden and renders it when shown: a run
     emits these once per step, and rebuilding an unseen table would cost a layout each time."""
@@ -168,13 +179,8 @@ class GradientsPane(_LazyPane):
         self.rows: dict[str, dict[str, Any]] = {}
 
     def compose(self) -> ComposeResult:
-        yield Static("no gradients yet", id="grad-summary")
-        table: DataTable[Any] = DataTable(id="grad-table", cursor_type="row", zebra_stripes=True)
-        for col in ("kind", "label", "layer", "anchor", "evidence"):
-            table.add_column(col, key=col)
-        yield table
-        with VerticalScroll(id="grad-detail-scroll"):
-            yield Static("", id="grad-detail")
+        yield from _table_with_detail("grad", "no gradients yet", ("kind", "label", "layer", "anchor", "evidence"),
+                                      "detail")
 
     def render_event(self, event: GradientComputed) -> None:
         table = self.query_one("#grad-table", DataTable)
@@ -233,13 +239,8 @@ class MemoryPane(_LazyPane):
     """Momentum memory: patterns by weight (strongest first) and this step's overlay."""
 
     def compose(self) -> ComposeResult:
-        yield Static("momentum memory is empty", id="mem-summary")
-        table: DataTable[Any] = DataTable(id="mem-table", cursor_type="row", zebra_stripes=True)
-        for col in ("weight", "pattern", "anchor", "seen", "action"):
-            table.add_column(col, key=col)
-        yield table
-        with VerticalScroll(id="mem-overlay-scroll"):
-            yield Static("", id="mem-overlay")
+        yield from _table_with_detail("mem", "momentum memory is empty", ("weight", "pattern", "anchor", "seen",
+                                                                          "action"), "overlay")
 
     def render_event(self, event: MemoryUpdated) -> None:
         table = self.query_one("#mem-table", DataTable)
@@ -274,13 +275,7 @@ class CandidatesPane(Vertical):
         self.rows: dict[str, dict[str, Any]] = {}
 
     def compose(self) -> ComposeResult:
-        yield Static("no candidates yet", id="cand-summary")
-        table: DataTable[Any] = DataTable(id="cand-table", cursor_type="row", zebra_stripes=True)
-        for col in self.COLUMNS:
-            table.add_column(col, key=col)
-        yield table
-        with VerticalScroll(id="cand-detail-scroll"):
-            yield Static("", id="cand-detail")
+        yield from _table_with_detail("cand", "no candidates yet", self.COLUMNS, "detail")
 
     @property
     def table(self) -> DataTable[Any]:
