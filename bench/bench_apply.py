@@ -1,12 +1,16 @@
-"""How many of the patcher's proposed edits apply, on one small real run with SmolLM2-135M.
+"""How many of the patcher's proposed edits apply, with SmolLM2-135M, measured two ways.
 
-The run: a deliberately defective copy of skills/table-qa (its answer-format section asks for full
-sentences), the first questions of the bundled table-qa suite, a few optimisation steps with the
-embedded model as task model and optimiser. Every proposed edit is counted from the run's
-PatchProposed events: "applied" means it turned into an edit that applies to the skill (whatever
-the content checks then said), "passed checks" that it also passed every check in code. Only
-`optimize()` and the event log are used, so the same script measures older code too (point
-PYTHONPATH at another checkout). Writes JSON.
+`--mode run`: a deliberately defective copy of skills/table-qa (its answer-format section asks for
+full sentences), the first questions of the bundled table-qa suite, a few optimisation steps with
+the embedded model as task model and optimiser. Every proposed edit is counted from the run's
+PatchProposed events. `--mode patcher`: the patcher alone, asked once for each of a fixed set of
+failure patterns (a label and the section it concerns) on the same defective skill, so that the
+count does not depend on whether the diagnoser produced anything.
+
+"Applied" means the answer became an edit that applies to the skill (whatever the content checks
+then said), "passed checks" that it also passed every check in code. Only public entry points are
+used (optimize(), the event log, Patcher.propose), so the same script measures older code too:
+point PYTHONPATH at another checkout. Writes JSON.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,30 +63,69 @@ def small_suite(n: int) -> Suite:
 
 
 def count(run_dir: Path) -> dict[str, Any]:
-    proposed = applied = passed = model_failures = 0
+    """Counts from the run's PatchProposed events (an edit listed there passed every check)."""
+    total: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     for e in replay(run_dir):
-        if e.kind != "patch_proposed":
+        if e.kind == "patch_proposed":
+            p = SimpleNamespace(edits=getattr(e, "edits"),
+                                rejected=[(r, str(r.get("reason", ""))) for r in getattr(e, "rejected")])
+            c = count_proposal(p)
+            total.update({k: c[k] for k in ("proposed", "applied", "passed_checks", "model_failures")})
+            reasons.update(c["rejections"])
+    return {**{k: total[k] for k in ("proposed", "applied", "passed_checks", "model_failures")},
+            "rejections": dict(reasons.most_common())}
+
+
+PATTERNS = [("extra words around answer", "Answer format"), ("picked the wrong value", "Read the table first"),
+            ("wrong number of answer items", "Answer format"), ("number written in wrong format", "Counting and arithmetic"),
+            ("date written in wrong format", "Answer format"), ("picked the wrong value", "Comparisons"),
+            ("empty or refused answer", "Answer format"), ("answer cut off or looping", "new section")]
+
+
+def count_proposal(p: Any) -> dict[str, Any]:
+    """The same counts for any version's Proposal: edits that passed, and rejections by reason."""
+    proposed = applied = len(p.edits)
+    reasons: Counter[str] = Counter()
+    failures = 0
+    for raw, why in p.rejected:
+        if MODEL_FAILURE.search(why):
+            failures += 1
             continue
-        edits = getattr(e, "edits")
-        proposed += len(edits)
-        applied += len(edits)
-        passed += len(edits)
-        for raw in getattr(e, "rejected"):
-            why = str(raw.get("reason", ""))
-            if MODEL_FAILURE.search(why):
-                model_failures += 1
-                continue
-            proposed += 1
-            reasons[why.split(":")[0][:60]] += 1
-            if not MECHANICAL.search(why):
-                applied += 1
-    return {"proposed": proposed, "applied": applied, "passed_checks": passed,
-            "model_failures": model_failures, "rejections": dict(reasons.most_common())}
+        proposed += 1
+        reasons[why.split(":")[0][:60]] += 1
+        applied += not MECHANICAL.search(why)
+    return {"proposed": proposed, "applied": applied, "passed_checks": len(p.edits), "model_failures": failures,
+            "rejections": dict(reasons.most_common())}
+
+
+def patcher_only(backend: Any, seed: int) -> dict[str, Any]:
+    from skillgrad_tui.core.gradient import TextGradient
+    from skillgrad_tui.core.momentum import MomentumMemory
+    from skillgrad_tui.core.patcher import Patcher
+    from skillgrad_tui.core.skill import load_skill
+
+    with tempfile.TemporaryDirectory(prefix="skillgrad-apply-") as tmp:
+        skill = load_skill(defective_skill(Path(tmp)))
+        tasks = small_suite(40).tasks
+        total: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        start = time.perf_counter()
+        for i, (label, anchor) in enumerate(PATTERNS):
+            mem = MomentumMemory()
+            mem.update([TextGradient(f"g1-t{i}", 1, f"t{i}", label, "L2", anchor, "The skill gets this wrong.",
+                                     [f"t{i}"], "")], 1)
+            p = Patcher(backend, seed=seed + i).propose(skill, mem.patterns, [], tasks, 1)
+            c = count_proposal(p)
+            total.update({k: c[k] for k in ("proposed", "applied", "passed_checks", "model_failures")})
+            reasons.update(c["rejections"])
+        return {"seed": seed, "seconds": round(time.perf_counter() - start, 1), **total,
+                "rejections": dict(reasons.most_common())}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("run", "patcher"), default="run")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=20)
     parser.add_argument("--seeds", default="0,1")
@@ -93,6 +137,10 @@ def main() -> int:
     rows = []
     try:
         for seed in (int(s) for s in args.seeds.split(",")):
+            if args.mode == "patcher":
+                rows.append(patcher_only(backend, seed))
+                print(json.dumps(rows[-1]), flush=True)
+                continue
             with tempfile.TemporaryDirectory(prefix="skillgrad-apply-") as tmp:
                 skill = defective_skill(Path(tmp))
                 options = OptimizeOptions(steps=args.steps, batch_size=4, seed=seed, gate="validation",
@@ -112,7 +160,8 @@ def main() -> int:
     finally:
         backend.close()
     total = {k: sum(r[k] for r in rows) for k in ("proposed", "applied", "passed_checks", "model_failures")}
-    report = {"label": args.label, "model": "smollm2-135m", "steps": args.steps, "tasks": args.tasks,
+    report = {"label": args.label, "mode": args.mode, "model": "smollm2-135m", "steps": args.steps,
+              "tasks": args.tasks,
               "cpu": platform.processor() or platform.machine(), "rows": rows, "total": total}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))

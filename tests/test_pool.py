@@ -304,3 +304,30 @@ def test_sigkill_in_the_middle_of_candidate_scoring_resumes_to_the_same_run(tmp_
         assert _spawn(case, False) == 0
         assert _final(case) == want, nth
         assert any(e.kind == "warning" and "resuming at step" in e.message for e in replay(case / "run"))
+
+
+def test_pool_and_gate_options_from_the_cli_and_skillgrad_toml(tmp_path: Path) -> None:
+    import argparse
+
+    from skillgrad_tui.commands import optimize as cmd
+    from skillgrad_tui.config import load_config
+    from skillgrad_tui.core.errors import SkillgradError
+
+    env = Env(tmp_path)
+    (env.skill.parent / "skillgrad.toml").write_text(
+        "[optimize]\ncandidates = 5\ngate_k = 2.5\nparent = \"pareto\"\nval_repeats = 2\n", encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    cmd.add_parsers(sub, lambda p: p.add_argument("--config"), lambda p: p.add_argument("--model"))
+    config = load_config(env.skill)
+    opts = cmd._options(parser.parse_args(["optimize", str(env.skill)]), config, env.skill)
+    assert (opts.candidates, opts.gate_k, opts.parent_selection, opts.val_repeats) == (5, 2.5, "pareto", 2)
+    args = parser.parse_args(["optimize", str(env.skill), "--candidates", "1", "--gate-k", "0", "--parent",
+                              "current", "--val-repeats", "1"])
+    opts = cmd._options(args, config, env.skill)
+    assert (opts.candidates, opts.gate_k, opts.parent_selection, opts.val_repeats) == (1, 0.0, "current", 1)
+    (env.skill.parent / "skillgrad.toml").write_text("[optimize]\ngate_k = -1\n", encoding="utf-8")
+    with pytest.raises(SkillgradError, match="gate_k"):
+        load_config(env.skill)
+    with pytest.raises(SkillgradError, match="candidates must be at least 1"):
+        env.run([FIX], candidates=0)
