@@ -78,7 +78,8 @@ def count(run_dir: Path) -> dict[str, Any]:
 
 
 PATTERNS = [("extra words around answer", "Answer format"), ("picked the wrong value", "Read the table first"),
-            ("wrong number of answer items", "Answer format"), ("number written in wrong format", "Counting and arithmetic"),
+            ("wrong number of answer items", "Answer format"),
+            ("number written in wrong format", "Counting and arithmetic"),
             ("date written in wrong format", "Answer format"), ("picked the wrong value", "Comparisons"),
             ("empty or refused answer", "Answer format"), ("answer cut off or looping", "new section")]
 

@@ -101,7 +101,8 @@ def sheet(tmp: Path, output: dict[str, Any] | None, *, results: list[str] | None
 def test_spreadsheet_classes(tmp_path: Path) -> None:
     good = {"A1": 1, "A2": 2, "B1": "x", "C1": 3, "C2": 4}
     assert sheet(tmp_path, good) == "passed"
-    assert sheet(tmp_path, None, results=["exit code 1\nstderr:\nNameError: name 'wb' is not defined"]) == "script_error"
+    error = "exit code 1\nstderr:\nNameError: name 'wb' is not defined"
+    assert sheet(tmp_path, None, results=[error]) == "script_error"
     assert sheet(tmp_path, None, results=["exit code 0"]) == "no_output"
     assert sheet(tmp_path, {**good, "C1": "3", "C2": "4x"}) in ("wrong_types", "wrong_cells")
     assert sheet(tmp_path, {**good, "C1": "three", "C2": "four"}) == "wrong_types"

@@ -110,7 +110,8 @@ def make_opt_model(adds: dict[str, str] | Callable[[str, int], str]) -> Callable
             add = adds(label, recurrence) if callable(adds) else adds[label]
             if isinstance(add, dict):  # a whole answer (another operation than adding a line)
                 return json.dumps({"candidates": [add]})
-            return json.dumps({"candidates": [scripted_answer(req.json_schema, "Common pitfalls", add, "add the rule")]})
+            answer = scripted_answer(req.json_schema, "Common pitfalls", add, "add the rule")
+            return json.dumps({"candidates": [answer]})
         raise AssertionError(f"unexpected schema {props}")
 
     return respond

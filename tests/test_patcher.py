@@ -179,7 +179,8 @@ def test_operations_new_section_reference_replace_delete(skill: Skill, train: li
     p = propose(skill, train, [{"section": "new section", "op": "new_section", "title": "Units",
                                 "text": "Check units before comparing.", "why": "n"}],
                 pat=pattern("ignored units of measure", "new section"))
-    assert p.edits[0].edit == Edit("L2", "SKILL.md", body_end, body_end + "\n\n## Units\n- Check units before comparing.")
+    added = "\n\n## Units\n- Check units before comparing."
+    assert p.edits[0].edit == Edit("L2", "SKILL.md", body_end, body_end + added)
     ref_key = EditMenu(skill, focus=REFERENCE).targets[REFERENCE][-1].key
     p = propose(skill, train, [ins(REFERENCE, ref_key, "Treat a missing month as unknown.")],
                 pat=pattern("compared dates wrongly", REFERENCE))

@@ -220,7 +220,7 @@ def test_pareto_frontier_and_parent_selection() -> None:
 def test_rebase_turns_a_candidate_from_another_parent_into_edits_for_the_current(tmp_path: Path) -> None:
     env = Env(tmp_path)
     skill = load_skill(env.skill)
-    other = skill.files["SKILL.md"].replace("description: Answer short questions", "description: Answer questions") + "- More.\n"
+    other = skill.files["SKILL.md"].replace("Answer short questions", "Answer questions") + "- More.\n"
     target = {"SKILL.md": other, "references/notes.md": "# Notes\n"}
     edits = rebase_edits(skill, target)
     assert [e.layer for e in edits] == ["L1", "L2", "L3"]

@@ -729,7 +729,8 @@ class _Run:
         if keepable and o.gate == "validation":
             def rank(c: dict[str, Any]) -> tuple[float, int, int]:
                 d = verdicts[c["version"]][3]
-                return (-(d.gain if d else 0.0), self.log.version(c["version"]).chars, cands.index(c))  # type: ignore[union-attr]
+                assert self.log is not None
+                return (-(d.gain if d else 0.0), self.log.version(c["version"]).chars, cands.index(c))
             chosen = min(keepable, key=rank)
         elif keepable:  # "all" and "ask": the best on the minibatch, candidate 0 on ties
             chosen = max(keepable, key=lambda c: (self.minibatch_gain(c), -cands.index(c)))
@@ -750,8 +751,9 @@ class _Run:
             self.log.update_version(v, decision=sentence)
             self.emit(CandidateDecided(step=k, version=v, kept=False, reason=key, sentence=sentence,
                                        gain=d.gain if d else None, se=d.se if d else None, n=d.n if d else 0))
-        account.update(scored_minibatch=sum(1 for c in cands if c["mb"] is not None),
-                       improved_minibatch=sum(1 for c in cands if c["mb"] is not None and self.minibatch_gain(c) > SCORE_EPS),
+        scored = [c for c in cands if c["mb"] is not None]
+        account.update(scored_minibatch=len(scored),
+                       improved_minibatch=sum(1 for c in scored if self.minibatch_gain(c) > SCORE_EPS),
                        validated=sum(1 for c in cands if c["val"] is not None),
                        accepted=int(bool(pend["kept"])), rejected=dict(rejected.most_common()))
         if not pend["kept"]:
@@ -929,7 +931,8 @@ class _Run:
         self.save_memory(memory, mem_rel)
         skill_hash = self.log.version(current).skill_hash
         account = pend["account"]
-        summary = (f"kept version {chosen} ({pend['reason']})" if kept else pend["reason"]) or step_sentence(account, None)
+        summary = f"kept version {chosen} ({pend['reason']})" if kept else pend["reason"]
+        summary = summary or step_sentence(account, None)
         self.emit(StepAccount(step=k, account=account, summary=summary))
         validated = [sum(c["val"].values()) / len(c["val"]) for c in pend["candidates"] if c["val"]]
         val_score = pend.get("val_score") if kept else (max(validated) if validated else None)
