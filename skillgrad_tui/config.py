@@ -47,6 +47,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "n_threads": Key(int, 0, _at_least(0), doc="0 = all physical cores"),
         "n_gpu_layers": Key(int, -1, _at_least(-1), doc="-1 = all layers when a GPU build finds a GPU"),
         "n_batch": Key(int, 512, _at_least(1)),
+        "isolate": Key(bool, True, doc="run the model in a worker process, so that a crash in llama.cpp "
+                                       "is an error in the run, not the end of the app"),
+        "repack": Key(str, "auto", _one_of("auto", "on", "off"),
+                      doc="llama.cpp weight repacking; auto = off only where its AMX path would crash"),
     },
     "models": {},  # free-form: name = "path/to/model.gguf"
     "server": {

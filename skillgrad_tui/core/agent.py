@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from skillgrad_tui.core.errors import BackendError, Cancelled, PromptTooLong
+from skillgrad_tui.core.errors import BackendError, Cancelled, ModelCrashed, PromptTooLong
 from skillgrad_tui.core.llm.base import Backend, CancelToken, Completion, CompletionRequest, Message, Usage
 from skillgrad_tui.core.records import Task, Trajectory, Turn
 from skillgrad_tui.core.skill import Skill
@@ -120,6 +120,8 @@ class Agent:
         except BackendError as exc:
             traj.error = str(exc)
             traj.turns.append(Turn("error", str(exc)))
+        except ModelCrashed as exc:  # not a failed task: the run stops (resumable) and says where
+            raise exc.add_context(f"task {task.id}") from None
         finally:
             traj.seconds = time.perf_counter() - start
         if traj.answer is None:

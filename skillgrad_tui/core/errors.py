@@ -70,5 +70,23 @@ class OutputInvalid(BackendError):
         super().__init__(f"{message} (after {attempts} attempts; last output: {last_text[:200]!r})")
 
 
+class ModelCrashed(SkillgradError):
+    """The process running the model died (a native crash, an abort, an out-of-memory kill).
+
+    Not a BackendError on purpose: code that records a failed model call as a failed task must
+    not swallow it. It stops the run (which stays resumable) and reaches the user as one line.
+    """
+
+    def __init__(self, message: str, returncode: int | None = None) -> None:
+        self.returncode = returncode
+        super().__init__(message)
+
+    def add_context(self, what: str) -> "ModelCrashed":
+        """Say what the caller was doing (e.g. which task), in front of the rest of the message."""
+        self.message = f"{what}: {self.message}"
+        self.args = (str(self),)
+        return self
+
+
 class Cancelled(Exception):
     """Work was cancelled by the user (Escape in the app, Ctrl-C headless)."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from skillgrad_tui.core.agent import Agent, AgentSettings
-from skillgrad_tui.core.errors import Cancelled, SkillgradError
+from skillgrad_tui.core.errors import Cancelled, ModelCrashed, SkillgradError
 from skillgrad_tui.core.evaluate import EvalResult, evaluate, load_trajectory, trajectory_file
 from skillgrad_tui.core.events import (Event, EventSink, GradientComputed, MemoryUpdated, PatchDecided,
                                        PatchProposed, Progress, RunFinished, RunStarted, StepFinished, StepStarted,
@@ -767,6 +767,9 @@ class _Run:
                     self.emit(RunFinished(reason="error"))
                 except Exception:  # the log itself may be what failed; the original error matters
                     pass
+                if isinstance(exc, ModelCrashed) and self.log is not None:
+                    raise ModelCrashed(f"{exc.message}; the run stopped and can be resumed with "
+                                       f"`skillgrad optimize --resume {self.log.run_dir}`", exc.returncode) from exc
                 raise
             if reason in FINISHED_REASONS:
                 self.commit(status="finished", reason=reason)

@@ -200,7 +200,8 @@ class SkillgradApp(App[int]):
         else:
             suite = "suite …"
         watch = "watch+opt" if self.watcher and self.watch_optimize else "watch" if self.watcher else "watch off"
-        self.sub_title = f"{self.session.skill_path.name} · {suite} · gate {self.gate} · {watch}"
+        self.sub_title = (f"{self.session.skill_path.name} · {suite} · {self.session.model_summary()} · "
+                          f"gate {self.gate} · {watch}")
 
     # -- skill and suite ---------------------------------------------------------------------------
 
@@ -394,6 +395,7 @@ class SkillgradApp(App[int]):
             self.progress.end("error")
             self.notify(message.detail, title=f"{message.kind} failed", severity="error", timeout=15)
         self.run_kind = None
+        self._update_subtitle()  # the header names the device once the model has loaded
         self.refresh_bindings()
         self.reload_skill()
         if self._pending_change is not None:

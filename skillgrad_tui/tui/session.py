@@ -129,6 +129,18 @@ class Session:
                 self._backends[key] = self.backend_factory(role)
             return self._backends[key]
 
+    def model_summary(self) -> str:
+        """The task model and where it runs, for the app's header: "gemma3-270m · CPU" once loaded."""
+        url = self.config.get("server", "url")
+        if url:
+            return f"{self.model or self.config.get('server', 'model') or 'server model'} @ {url}"
+        name = self.model or self.config.get("model", "default")
+        name = Path(name).stem if name.endswith(".gguf") else name
+        with self._lock:
+            loaded = list(self._backends.values())
+        device = next((getattr(getattr(b, "inner", b), "device", None) for b in loaded), None)
+        return f"{name} · {device}" if device else name
+
     def agent_settings(self) -> Any:
         from skillgrad_tui.core.agent import AgentSettings
 

@@ -32,14 +32,19 @@ def make_backend(config: Config, spec: str | None = None, *, use_cache: bool = T
                               retries=config.get("server", "retries"),
                               max_concurrency=config.get("server", "max_concurrency"))
     else:
-        from skillgrad_tui.core.llm.llama_backend import LlamaBackend
-
         info = resolve_model(config, spec, role)
-        backend = LlamaBackend(info.path, model_id=f"sha256:{info.sha256}",
-                               n_ctx=config.get("model", "n_ctx"),
-                               n_threads=config.get("model", "n_threads"),
-                               n_gpu_layers=config.get("model", "n_gpu_layers"),
-                               n_batch=config.get("model", "n_batch"))
+        settings = dict(model_id=f"sha256:{info.sha256}", n_ctx=config.get("model", "n_ctx"),
+                        n_threads=config.get("model", "n_threads"),
+                        n_gpu_layers=config.get("model", "n_gpu_layers"),
+                        n_batch=config.get("model", "n_batch"), repack=config.get("model", "repack"))
+        if config.get("model", "isolate"):
+            from skillgrad_tui.core.llm.worker_backend import WorkerBackend
+
+            backend = WorkerBackend(info.path, label=info.name, **settings)
+        else:
+            from skillgrad_tui.core.llm.llama_backend import LlamaBackend
+
+            backend = LlamaBackend(info.path, **settings)
     cache_path = config.get("cache", "path")
     cache = ResponseCache(config.resolve_path(cache_path) if cache_path else None)
     return CachedBackend(backend, cache, enabled=use_cache and bool(config.get("cache", "enabled")))
