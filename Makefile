@@ -61,6 +61,7 @@ test-fast: install
 bench: install
 	$(PY) bench/bench_backend.py --out bench/results/backend.json
 	$(PY) bench/bench_grammar.py --out bench/results/grammar.json
+	$(PY) bench/bench_isolation.py --out bench/results/isolation.json
 
 bench-tui: install
 	$(PY) bench/bench_tui.py --out bench/results/tui.json

@@ -14,7 +14,8 @@ from skillgrad_tui.core.agent import Agent, AgentSettings, extract_code, parse_a
 from skillgrad_tui.core.errors import Cancelled
 from skillgrad_tui.core.evaluate import evaluate, load_trajectory, trajectory_file
 from skillgrad_tui.core.events import Event, TaskFinished
-from skillgrad_tui.core.llm.base import CancelToken, CompletionRequest, ScriptedBackend
+from skillgrad_tui.core.llm.base import CancelToken, CompletionRequest
+from skillgrad_tui.core.llm.scripted import ScriptedBackend
 from skillgrad_tui.core.skill import load_skill
 from skillgrad_tui.core.suites import load_suite
 

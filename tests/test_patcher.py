@@ -14,7 +14,8 @@ import pytest
 
 from skillgrad_tui.core.errors import BackendError
 from skillgrad_tui.core.gradient import PreservationSignal, TextGradient
-from skillgrad_tui.core.llm.base import CompletionRequest, ScriptedBackend
+from skillgrad_tui.core.llm.base import CompletionRequest
+from skillgrad_tui.core.llm.scripted import ScriptedBackend
 from skillgrad_tui.core.momentum import MomentumMemory, Pattern
 from skillgrad_tui.core.patcher import (EDIT_SCHEMA, MOVE_SCHEMA, Patcher, Proposal, check_description,
                                         check_l2_budget, check_no_training_values)

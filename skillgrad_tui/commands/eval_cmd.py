@@ -48,7 +48,7 @@ def eval_command(args: argparse.Namespace) -> int:
     events = (run_dir / "events.jsonl").open("a", encoding="utf-8")
 
     err = Console(stderr=True)
-    backend = make_backend(config, args.model, use_cache=not args.no_cache)
+    backend = make_backend(config.backend_settings(args.model, use_cache=not args.no_cache))
     agent = Agent(backend, AgentSettings(mode=config.get("agent", "mode"),
                                          max_tokens=config.get("agent", "max_tokens"),
                                          table_rows=config.get("agent", "table_rows")))

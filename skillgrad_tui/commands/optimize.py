@@ -198,10 +198,10 @@ def _optimize(args: argparse.Namespace) -> int:
     agent = AgentSettings(mode=config.get("agent", "mode"), max_tokens=config.get("agent", "max_tokens"),
                           table_rows=config.get("agent", "table_rows"))
     use_cache = not args.no_cache
-    task_backend = make_backend(config, args.model, use_cache=use_cache, role="task")
+    task_backend = make_backend(config.backend_settings(args.model, role="task", use_cache=use_cache))
     opt_backend: Backend = task_backend  # one loaded model serves both roles unless asked otherwise
     if args.optimizer_model or config.get("model", "optimizer"):
-        opt_backend = make_backend(config, args.optimizer_model, use_cache=use_cache, role="optimizer")
+        opt_backend = make_backend(config.backend_settings(args.optimizer_model, role="optimizer", use_cache=use_cache))
     console = Console(stderr=args.json)
     printer: Callable[[Event], None]
     if args.json:

@@ -13,7 +13,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from skillgrad_tui.core.llm.base import Backend, CompletionRequest, ScriptedBackend
+from skillgrad_tui.core.llm.base import Backend, CompletionRequest
+from skillgrad_tui.core.llm.scripted import ScriptedBackend
 
 THEMES = {
     "count": {"label": "counts matching rows carelessly", "anchor": "Counting and arithmetic",

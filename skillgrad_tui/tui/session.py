@@ -33,15 +33,13 @@ def default_suite_path(skill_path: Path, suite: Path | None, config: Config) -> 
 
 def default_backend_factory(config: Config, model: str | None, no_cache: bool) -> BackendFactory:
     """The real backends; one instance per distinct model, so task and optimiser share weights."""
-    from skillgrad_tui.core.llm.factory import make_backend, resolve_model
+    from skillgrad_tui.core.llm.factory import backend_identity, make_backend
 
     def factory(role: str) -> Backend:
-        return make_backend(config, model, use_cache=not no_cache, role=role)
+        return make_backend(config.backend_settings(model, role=role, use_cache=not no_cache))
 
     def key(role: str) -> str:
-        if config.get("server", "url"):
-            return f"server:{model or config.get('server', 'model')}"
-        return str(resolve_model(config, model, role).path)
+        return backend_identity(config.backend_settings(model, role=role))
 
     factory.key = key  # type: ignore[attr-defined]
     return factory

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skillgrad_tui.core.errors import BackendError, ModelError, PromptTooLong
+from skillgrad_tui.core.llm.errors import BackendError, ModelError, PromptTooLong
 from skillgrad_tui.core.llm.base import CancelToken, Completion, CompletionRequest, Usage
 from skillgrad_tui.core.llm.constrained import (GrammarStats, SamplingParams, constrained_tokens,
                                               reusable_prefix)

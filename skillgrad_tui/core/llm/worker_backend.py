@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
-from skillgrad_tui.core.errors import ModelCrashed
+from skillgrad_tui.core.llm.errors import ModelCrashed
 from skillgrad_tui.core.llm.base import CancelToken, Completion, CompletionRequest
 from skillgrad_tui.core.llm.native import RepackSetting
 from skillgrad_tui.core.llm.wire import FrameReader, StreamClosed, error_from_wire, write_frame
