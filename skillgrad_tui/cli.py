@@ -17,7 +17,7 @@ from skillgrad_tui.core.errors import SkillgradError
 
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, Handler] = {}
-_COMMANDS.update(optimize_cmd.HANDLERS)  # optimize, history, rollback
+_COMMANDS.update(optimize_cmd.HANDLERS)  # optimize, history, rollback, recover
 
 
 def command(name: str) -> Callable[[Handler], Handler]:

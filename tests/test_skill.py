@@ -465,17 +465,24 @@ def test_snapshot_restore_roundtrip_with_assets_and_deletions(tmp_path: Path) ->
     (root / "assets").rmdir()
     v3 = load_skill(root)
     snap3 = snapshot(v3)
-    restored = restore_snapshot(root, snap1)
+    with pytest.raises(SkillError, match=r"would remove 1 file\(s\) .*references/extra/notes.md"):
+        restore_snapshot(root, snap1)  # nowhere to keep the file the version does not have
+    assert load_skill(root).hash == v3.hash
+    kept = tmp_path / "kept"
+    restored = restore_snapshot(root, snap1, set_aside=kept)
     assert restored.hash == v1.hash and tree(root) == snap1
     assert not (root / "references" / "extra").exists()  # emptied folders go too
-    back = restore_snapshot(root, snap3)
-    assert back.hash == v3.hash != v2.hash and "Keep only rows" in back.body and back.assets == []
+    assert restored.removed == ["references/extra/notes.md"] and restored.replaced == ["SKILL.md"]
+    assert tree(kept) == {"references/extra/notes.md": b"notes\n", "SKILL.md": snap3["SKILL.md"]}
+    back = restore_snapshot(root, snap3, set_aside=tmp_path / "kept-2")
+    assert back.removed == ["assets/golden.xlsx"] and (tmp_path / "kept-2" / "assets" / "golden.xlsx").is_file()
+    assert back.hash == v3.hash != v2.hash and "Keep only rows" in back.skill.body and back.skill.assets == []
 
 
 def test_restore_into_new_folder(tmp_path: Path) -> None:
     snap = snapshot(load_skill(make_skill(tmp_path / "a")))
     (tmp_path / "b").mkdir()
-    s = restore_snapshot(tmp_path / "b" / "table-qa", snap)
+    s = restore_snapshot(tmp_path / "b" / "table-qa", snap).skill
     assert s.root == (tmp_path / "b" / "table-qa").resolve() and tree(s.root) == snap
 
 
