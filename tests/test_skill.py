@@ -525,3 +525,20 @@ def test_editor_swap_and_backup_files_are_not_part_of_the_skill(tmp_path: Path) 
         (root / name).write_bytes(b"\x00editor state")
     after = load_skill(root)
     assert after.hash == before and not any(n.endswith((".swp", "~")) for n in after.assets)
+
+
+def test_a_symlinked_folder_inside_the_skill_is_never_written_through(tmp_path: Path) -> None:
+    """Issue 14: `references` linked to another folder of the skill was reported "not followed",
+    yet a new file was written through it."""
+    root = make_skill(tmp_path, files={"notes/columns.md": "# Columns\n", "scripts/count.py": "print(1)\n"})
+    (root / "references").symlink_to(root / "notes")
+    skill = load_skill(root)
+    assert any("symlinked folder" in str(p) for p in skill.problems)
+    edit = Edit("L3", "references/new.md", "", "# New\n")
+    assert "symbolic link" in (check_edit(skill, edit) or "")
+    before = tree(root / "notes")
+    with pytest.raises(EditError, match="symbolic link"):
+        apply_patch(root, Patch([edit]))
+    with pytest.raises(SkillError, match="symbolic link"):  # the writer refuses too, whoever calls it
+        restore_snapshot(root, {**snapshot(skill), "references/new.md": b"# New\n"})
+    assert tree(root / "notes") == before and not (root / "notes" / "new.md").exists()
