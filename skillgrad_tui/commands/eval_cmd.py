@@ -84,6 +84,7 @@ def eval_command(args: argparse.Namespace) -> int:
         "seconds": round(result.seconds, 3),
         "tasks_per_minute": round(60 * result.n / result.seconds, 2) if result.seconds else None,
         "run_dir": str(run_dir),
+        "sandbox": next((t.sandbox for t in result.trajectories if t.sandbox), None),
         "per_task": result.per_task(tasks),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
@@ -94,4 +95,6 @@ def eval_command(args: argparse.Namespace) -> int:
               f"tokens {result.prompt_tokens} prompt + {result.completion_tokens} completion  "
               f"time {result.seconds:.1f}s  ({summary['tasks_per_minute']} tasks/min)")
         print(f"trajectories: {run_dir / 'trajectories'}")
+        if summary["sandbox"]:
+            print(f"agent scripts ran in the sandbox mode {summary['sandbox']}")
     return 0

@@ -435,10 +435,19 @@ class _Run:
             planned = per_epoch * (o.epochs or 1)
             planned = min(planned, o.steps) if o.steps is not None else planned
         return {**o.to_dict(), "agent": asdict(self.agent_settings), "planned_steps": planned,
+                "sandbox": self.sandbox_mode(),
                 "n_train": len(train), "n_val": len(val), "suite_path": str(self.suite.root),
                 "suite_format": self.suite.format, "suite_split": self.suite.source_split,
                 "task_model": self.task_backend.model_id, "optimizer_model": self.opt.model_id,
                 "run_dir": str(self.log.run_dir) if self.log else None, "resumed": resumed}
+
+    def sandbox_mode(self) -> str | None:
+        """How agent-written scripts will be confined (None when this run's tasks run none)."""
+        from skillgrad_tui.core.sandbox import choose_mode, describe
+
+        if self.agent_settings.mode != "tools" and not any(t.kind == "spreadsheet" for t in self.suite.tasks):
+            return None
+        return describe(choose_mode())
 
     # -- helpers -----------------------------------------------------------------------------------
 
