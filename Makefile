@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SKILL ?= skills/table-qa
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps sandbox-deps run test test-fast bench bench-tui bench-forward bench-quality screenshots clean
+.PHONY: install system-deps sandbox-deps run test test-fast bench bench-tui bench-forward bench-quality crash-trial screenshots clean
 
 install: $(STAMP)
 
@@ -69,6 +69,9 @@ bench-forward: install
 
 bench-quality: install
 	$(PY) bench/bench_quality.py --out bench/results/quality.json
+
+crash-trial: install
+	$(PY) bench/crash_trial.py --trials 30 --out bench/results/crash_trial.json
 
 screenshots: install
 	$(PY) docs/make_screenshots.py

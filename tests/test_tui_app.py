@@ -314,22 +314,11 @@ async def test_progress_after_an_early_stop_reads_finished(skill_dir: Path) -> N
 async def test_an_interrupted_write_is_named_and_recovered_with_one_key(skill_dir: Path) -> None:
     """Issue 14: the app refused with "run recovery (skill.recover)"; it now says what to press,
     and R (or the palette) finishes the write and says so."""
-    from skillgrad_tui.core import atomic
-    from skillgrad_tui.core.skill import Edit, Patch, apply_patch
+    from test_user_safety import crash_after_commit_point
 
-    class Crash(Exception):
-        pass
+    from skillgrad_tui.core.skill import Edit
 
-    def crash(stage: str, count: int) -> None:
-        if stage == "journal_written":
-            raise Crash()
-
-    atomic.fault_hook = crash
-    try:
-        with pytest.raises(Crash):
-            apply_patch(skill_dir, Patch([Edit("L1", "SKILL.md", "name: table-qa", "name: table-qa\nlicense: MIT")]))
-    finally:
-        atomic.fault_hook = None
+    crash_after_commit_point(skill_dir, Edit("L1", "SKILL.md", "name: table-qa", "name: table-qa\nlicense: MIT"))
     app = make_app(skill_dir)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.suite is not None)

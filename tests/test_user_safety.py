@@ -37,8 +37,9 @@ def cli(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> int:
     return main(argv)
 
 
-def crash_after_commit_point(env: Env) -> None:
-    """A patch killed between its journal (the commit point) and its renames."""
+def crash_after_commit_point(skill: Path, edit: Edit | None = None) -> None:
+    """A patch that dies between its journal (the commit point) and its renames: the disk is left
+    as a SIGKILL there leaves it."""
     def hook(stage: str, count: int) -> None:
         if stage == "journal_written":
             raise Crash()
@@ -46,7 +47,7 @@ def crash_after_commit_point(env: Env) -> None:
     atomic.fault_hook = hook
     try:
         with pytest.raises(Crash):
-            apply_patch(env.skill, Patch([Edit("L2", "SKILL.md", PATCH_OLD, PATCH_OLD + "\n- Added.")]))
+            apply_patch(skill, Patch([edit or Edit("L2", "SKILL.md", PATCH_OLD, PATCH_OLD + "\n- Added.")]))
     finally:
         atomic.fault_hook = None
 
@@ -98,7 +99,7 @@ def test_recover_finishes_or_undoes_a_killed_write_and_says_which(
 
 def test_eval_and_new_runs_name_the_recover_command_and_apply_nothing(env: Env, monkeypatch: pytest.MonkeyPatch,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    crash_after_commit_point(env)
+    crash_after_commit_point(env.skill)
     before = (env.skill / "SKILL.md").read_bytes()
     assert cli(monkeypatch, ["eval", str(env.skill), "--suite", str(env.suite.root)]) == 2
     err = capsys.readouterr().err
@@ -117,7 +118,7 @@ def test_watch_names_the_recover_command(env: Env) -> None:
     from skillgrad_tui.tui.session import Session
     from skillgrad_tui.tui.watch import WatchLoop
 
-    crash_after_commit_point(env)
+    crash_after_commit_point(env.skill)
     out = io.StringIO()
     session = Session(env.skill, env.suite.root, Config(),
                       lambda role: ScriptedBackend(task_model, model_id=role))
