@@ -259,8 +259,6 @@ def _optimize(args: argparse.Namespace) -> int:
         console.print(f"run {result.run_dir}: {result.reason}; "
                       f"{result.prompt_tokens + result.completion_tokens} tokens, {result.seconds:.1f}s",
                       highlight=False, soft_wrap=True)
-        if result.note:
-            console.print(result.note, highlight=False, soft_wrap=True)
         if result.reason in ("budget", "cancelled"):
             console.print(f"continue with: skillgrad optimize --resume {result.run_dir}", highlight=False,
                           soft_wrap=True)

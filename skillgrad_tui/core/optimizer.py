@@ -809,7 +809,7 @@ class _Run:
         if self.options.resume is None:
             load_skill(self.skill_root)  # a skill that does not load gets no lock file beside it
         run_id = self.options.resume.name if self.options.resume is not None else None
-        self.lock = SkillLock(self.skill_root, run_id=run_id).acquire()  # one writer per skill, whole run
+        lock = self.lock = SkillLock(self.skill_root, run_id=run_id).acquire()  # one writer per skill, whole run
         try:
             if self.options.resume is not None:
                 self.resume(self.options.resume)
@@ -817,6 +817,9 @@ class _Run:
                     return self.result(self.state["reason"])
             else:
                 self.start()
+            if lock.taken_over is not None:
+                self.emit(Warning_(message=f"took over the skill's lock from {lock.taken_over.describe()}, "
+                                           "which died holding it"))
             note = ""
             try:
                 reason = self.loop()
@@ -846,7 +849,7 @@ class _Run:
         finally:
             if self.log is not None:
                 self.log.close()
-            self.lock.release()
+            lock.release()
 
 
 def optimize(skill_root: Path, suite: Suite, task_backend: Backend, opt_backend: Backend,
