@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # the toolkit are present. Standard library only, so it runs before anything is installed.
 BUILD_FLAGS := skillgrad_tui/core/llm/build_flags.py
 
-.PHONY: install system-deps run test test-fast bench bench-tui bench-forward bench-quality screenshots clean
+.PHONY: install system-deps sandbox-deps run test test-fast bench bench-tui bench-forward bench-quality crash-trial screenshots clean
 
 install: $(STAMP)
 
@@ -48,6 +48,19 @@ system-deps:
 	    --no-install-recommends libreoffice-calc > /dev/null \
 	  || echo "warning: could not install libreoffice-calc; formula workbooks will not be recalculated"; \
 	else echo "warning: no apt-get; install LibreOffice yourself for formula recalculation"; fi
+	@$(MAKE) --no-print-directory sandbox-deps
+
+# bubblewrap confines the scripts an agent writes (core/sandbox.py); without it they run in the
+# weaker Landlock or audit-hook mode, and every result says which.
+sandbox-deps:
+	@if command -v bwrap >/dev/null 2>&1; then exit 0; fi; \
+	SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	if command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing bubblewrap (the sandbox for agent-written scripts)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends bubblewrap > /dev/null \
+	  || echo "warning: could not install bubblewrap; agent scripts will run in a weaker sandbox"; \
+	else echo "warning: no apt-get; install bubblewrap yourself for the strongest script sandbox"; fi
 
 run: install
 	$(VENV)/bin/skillgrad tui $(SKILL)
@@ -71,6 +84,9 @@ bench-forward: install
 
 bench-quality: install
 	$(PY) bench/bench_quality.py --out bench/results/quality.json
+
+crash-trial: install
+	$(PY) bench/crash_trial.py --trials 30 --out bench/results/crash_trial.json
 
 screenshots: install
 	$(PY) docs/make_screenshots.py

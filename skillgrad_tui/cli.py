@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, Handler] = {}
-_COMMANDS.update(optimize_cmd.HANDLERS)  # optimize, history, rollback
+_COMMANDS.update(optimize_cmd.HANDLERS)  # optimize, history, rollback, recover
 
 
 def command(name: str) -> Callable[[Handler], Handler]:

@@ -88,6 +88,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "momentum_decay": Key((int, float), 0.8, _between(0.0, 1.0)),
         "early_stop": Key(int, 4, _at_least(1)),
         "l2_max_chars": Key(int, 6000, _at_least(200)),
+        "git_commit": Key(bool, False, doc="commit each applied version when the skill is in a git work tree"),
     },
 }
 

@@ -190,7 +190,7 @@ class Session:
             batch_size=c.get("optimize", "batch_size"), steps=c.get("optimize", "steps"), seed=self.seed,
             gate=gate, momentum_decay=float(c.get("optimize", "momentum_decay")),
             early_stop=c.get("optimize", "early_stop"), l2_max_chars=c.get("optimize", "l2_max_chars"),
-            run_dir=run_dir, resume=resume)
+            run_dir=run_dir, resume=resume, git_commit=c.get("optimize", "git_commit"))
 
     def optimize(self, gate: str, run_dir: Path | None, *, sink: Callable[[Any], None],
                  cancel: CancelToken | None, review: Callable[[Any], Any] | None = None,
