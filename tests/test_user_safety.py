@@ -12,7 +12,7 @@ from test_atomic import NEW, OLD, kill, read_tree, run_child_until_paused, write
 from test_optimizer import FIX, SKILL_MD, Env, env, make_opt_model, parse, task_model  # noqa: F401 (fixture)
 
 from skillgrad_tui.core import atomic
-from skillgrad_tui.core.llm.base import ScriptedBackend
+from skillgrad_tui.core.llm.scripted import ScriptedBackend
 from skillgrad_tui.core.skill import Edit, Patch, apply_patch, load_skill
 
 
@@ -28,9 +28,9 @@ def cli(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> int:
     from skillgrad_tui.cli import main
     from skillgrad_tui.commands import optimize as cmd
 
-    def fake_backend(config: Any, spec: Any = None, *, use_cache: bool = True, role: str = "task") -> Any:
+    def fake_backend(settings: Any) -> Any:
         opt = make_opt_model(FIX)
-        return ScriptedBackend(lambda r: opt(r) if r.json_schema else task_model(r), model_id=role)
+        return ScriptedBackend(lambda r: opt(r) if r.json_schema else task_model(r), model_id="scripted")
 
     monkeypatch.setattr(cmd, "make_backend", fake_backend)
     monkeypatch.setattr("skillgrad_tui.core.llm.factory.make_backend", fake_backend)

@@ -117,11 +117,11 @@ def run_cli(env: Env, monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> int:
     from test_optimizer import make_opt_model, task_model
 
     from skillgrad_tui.commands import optimize as cmd
-    from skillgrad_tui.core.llm.base import ScriptedBackend
+    from skillgrad_tui.core.llm.scripted import ScriptedBackend
 
-    def fake_backend(config: object, spec: object = None, *, use_cache: bool = True, role: str = "task") -> object:
+    def fake_backend(settings: object) -> object:
         opt = make_opt_model(FIX)
-        return ScriptedBackend(lambda r: opt(r) if r.json_schema else task_model(r), model_id=role)
+        return ScriptedBackend(lambda r: opt(r) if r.json_schema else task_model(r), model_id="scripted")
 
     monkeypatch.setattr(cmd, "make_backend", fake_backend)
     return cmd.HANDLERS[argv[0]](parse(argv, cmd.add_parsers))
