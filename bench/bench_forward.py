@@ -33,7 +33,7 @@ def run(model: str, skill: str | None, suite: Path, split: str | None, limit: in
     config = Config()
     config.set("model", "default", model)
     config.set("model", "n_threads", threads)
-    backend = make_backend(config)
+    backend = make_backend(config.backend_settings())
     tasks = load_suite(suite, split).tasks[:limit]
     agent = Agent(backend, AgentSettings(table_rows=table_rows))
     start = time.perf_counter()

@@ -136,7 +136,7 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="skillgrad-quality-") as tmp:
         config.set("cache", "path", str(args.cache or Path(tmp) / "responses.sqlite"))
-        backend = make_backend(config)
+        backend = make_backend(config.backend_settings())
         for seed in range(args.seeds):
             for name in args.configs.split(","):
                 if name == "seed" and seed > 0 and any(r["config"] == "seed" for r in rows):

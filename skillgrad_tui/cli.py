@@ -10,14 +10,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from skillgrad_tui.commands import optimize as optimize_cmd
 from skillgrad_tui.core.errors import SkillgradError
 
+if TYPE_CHECKING:
+    from skillgrad_tui.config import Config
+
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, Handler] = {}
-_COMMANDS.update(optimize_cmd.HANDLERS)  # optimize, history, rollback
+_COMMANDS.update(optimize_cmd.HANDLERS)  # optimize, history, rollback, recover
 
 
 def command(name: str) -> Callable[[Handler], Handler]:
@@ -88,8 +91,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     config = load_config(explicit=args.config)
     found = discover(config.models, [p.expanduser() for p in args.model])
+    runtime = runtime_facts(config)
     if args.json:
-        print(json.dumps([m.to_dict() for m in found], indent=2))
+        print(json.dumps([{**m.to_dict(), "device": runtime["device"], "repack": runtime["repack"]}
+                          for m in found], indent=2))
         return 0 if all(m.error is None for m in found) else 1
     from rich.console import Console
     from rich.table import Table
@@ -107,8 +112,29 @@ def cmd_models(args: argparse.Namespace) -> int:
         table.add_row(name, f"{m.size / 1e6:.0f} MB", "yes" if m.chat_template else "no",
                       str(m.context_length or "?"), f"{(m.sha256 or '')[:12]} {check}".strip(),
                       f"{source}\n[dim]{str(m.path).replace(home, '~')}[/]")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(f"runs on {runtime['device']}: {runtime['why']}; {runtime['repack_reason']}", highlight=False)
     return 0 if all(m.error is None for m in found) else 1
+
+
+def runtime_facts(config: Config) -> dict[str, object]:
+    """Where local models run (CPU or GPU) and why, from the installed llama.cpp and the config."""
+    from skillgrad_tui.core.llm.llama_backend import gpu_offload_available
+    from skillgrad_tui.core.llm.native import cpu_summary, repack_decision
+
+    cpu = cpu_summary()
+    layers = config.get("model", "n_gpu_layers")
+    if config.get("server", "url"):
+        device, why = "server", f"[server] url = {config.get('server', 'url')}"
+    elif gpu_offload_available() and layers != 0:
+        device, why = "GPU", f"llama.cpp built with GPU offload, n_gpu_layers = {layers}"
+    else:
+        device = "CPU"
+        why = ("llama.cpp built for the CPU only" if not gpu_offload_available() else "n_gpu_layers = 0")
+        why += f" ({cpu['model'] or 'CPU'}: {' '.join(cpu['flags']) or 'no vector extensions'})"  # type: ignore[arg-type]
+    decision = repack_decision(config.get("model", "repack"))
+    return {"device": device, "why": why, "repack": decision.use_extra_bufts, "repack_reason": decision.reason}
 
 
 @command("grade")

@@ -9,12 +9,15 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import platformdirs
 import tomli_w
 
 from skillgrad_tui.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from skillgrad_tui.core.llm.settings import BackendSettings
 
 CONFIG_NAME = "skillgrad.toml"
 
@@ -47,6 +50,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "n_threads": Key(int, 0, _at_least(0), doc="0 = all physical cores"),
         "n_gpu_layers": Key(int, -1, _at_least(-1), doc="-1 = all layers when a GPU build finds a GPU"),
         "n_batch": Key(int, 512, _at_least(1)),
+        "isolate": Key(bool, True, doc="run the model in a worker process, so that a crash in llama.cpp "
+                                       "is an error in the run, not the end of the app"),
+        "repack": Key(str, "auto", _one_of("auto", "on", "off"),
+                      doc="llama.cpp weight repacking; auto = off only where its AMX path would crash"),
     },
     "models": {},  # free-form: name = "path/to/model.gguf"
     "server": {
@@ -90,6 +97,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                            doc="validation runs per task; 0 = 1 for a greedy model, 3 when it samples"),
         "parent": Key(str, "current", _one_of("current", "pareto"),
                       doc="the version each step improves: the current one, or one from the Pareto frontier"),
+        "git_commit": Key(bool, False, doc="commit each applied version when the skill is in a git work tree"),
     },
 }
 
@@ -115,6 +123,37 @@ class Config:
     def resolve_path(self, raw: str) -> Path:
         base = self.source.parent if self.source else Path.cwd()
         return (base / raw).expanduser()
+
+    def backend_settings(self, spec: str | None = None, *, role: str = "task",
+                         use_cache: bool = True) -> BackendSettings:
+        """What the model layer needs to build a backend for `role` ("task" | "optimizer").
+
+        `--model` (spec) wins, then `[model] optimizer` for the optimiser's roles, then
+        `[model] default`; `[server] url`, when set, replaces the local model.
+        """
+        import os
+
+        from skillgrad_tui.core.llm.settings import BackendSettings, LocalModelSettings, ServerSettings
+
+        if spec is None and role == "optimizer":
+            spec = self.get("model", "optimizer") or None
+        local = LocalModelSettings(
+            model=spec or self.get("model", "default"), models=self.models, n_ctx=self.get("model", "n_ctx"),
+            n_threads=self.get("model", "n_threads"), n_gpu_layers=self.get("model", "n_gpu_layers"),
+            n_batch=self.get("model", "n_batch"), isolate=self.get("model", "isolate"),
+            repack=self.get("model", "repack"))
+        server = None
+        url = self.get("server", "url")
+        if url:
+            key_env = self.get("server", "api_key_env")
+            server = ServerSettings(url=url, model=spec or self.get("server", "model") or None,
+                                    api_key=os.environ.get(key_env) if key_env else None,
+                                    timeout_s=float(self.get("server", "timeout_s")),
+                                    retries=self.get("server", "retries"),
+                                    max_concurrency=self.get("server", "max_concurrency"))
+        cache_path = self.get("cache", "path")
+        return BackendSettings(local=local, server=server, cache=use_cache and bool(self.get("cache", "enabled")),
+                               cache_path=self.resolve_path(cache_path) if cache_path else None)
 
 
 def user_config_path() -> Path:

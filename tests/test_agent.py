@@ -14,7 +14,8 @@ from skillgrad_tui.core.agent import Agent, AgentSettings, extract_code, parse_a
 from skillgrad_tui.core.errors import Cancelled
 from skillgrad_tui.core.evaluate import evaluate, load_trajectory, trajectory_file
 from skillgrad_tui.core.events import Event, TaskFinished
-from skillgrad_tui.core.llm.base import CancelToken, CompletionRequest, ScriptedBackend
+from skillgrad_tui.core.llm.base import CancelToken, CompletionRequest
+from skillgrad_tui.core.llm.scripted import ScriptedBackend
 from skillgrad_tui.core.skill import load_skill
 from skillgrad_tui.core.suites import load_suite
 
@@ -113,6 +114,36 @@ def test_spreadsheet_task_runs_the_script_in_the_sandbox_and_retries_on_error(tm
     assert Path(traj.answer).parent == tmp_path
     assert "first try fails" in _last_user(backend.calls[1])  # the error went back to the model
     assert task.context_files[0].read_bytes() == original  # the user's input is untouched
+    from skillgrad_tui.core.sandbox import choose_mode
+
+    assert traj.sandbox is not None and traj.sandbox.startswith(choose_mode() + ":")  # which mode ran
+    assert "SKILL_SCRIPTS" not in _last_user(backend.calls[0])  # no scripts, no word about them
+
+
+def test_spreadsheet_scripts_can_import_the_skills_scripts_and_nothing_else(tmp_path: Path) -> None:
+    """The skill's scripts/ are the one thing of the user's a sandboxed script can read."""
+    skill_root = tmp_path / "xlsx"
+    (skill_root / "scripts").mkdir(parents=True)
+    (skill_root / "SKILL.md").write_text("---\nname: xlsx\ndescription: Edit workbooks.\n---\n"
+                                         "# Xlsx\nUse scripts/cells.py to fill cells.\n")
+    (skill_root / "scripts" / "cells.py").write_text("def fill(ws):\n    ws['A1'] = 'filled'\n")
+    skill = load_skill(skill_root)
+    task = load_suite(XLSX_SUITE).by_id()["54242"]
+    code = ("```python\nimport glob, openpyxl, cells\nwb = openpyxl.load_workbook(glob.glob('*.xlsx')[0])\n"
+            "cells.fill(wb.active)\nwb.save('output.xlsx')\n"
+            f"print(open({str(skill_root / 'SKILL.md')!r}).read())\n```")
+    backend = ScriptedBackend(lambda req: code)
+    traj = Agent(backend, AgentSettings(max_turns=1)).run(skill, task, seed=0, out_dir=tmp_path / "out")
+    assert "SKILL_SCRIPTS" in _last_user(backend.calls[0])
+    from skillgrad_tui.core.sandbox import choose_mode
+
+    if choose_mode() == "hook":
+        pytest.skip("no OS confinement here: reads are not confined in hook mode")
+    assert traj.answer is None  # reading SKILL.md failed, so the run failed after the import worked
+    report = [t.content for t in traj.turns if t.kind == "tool_result"][0]
+    assert "ModuleNotFoundError" not in report  # the import of the skill's script worked...
+    assert ("FileNotFoundError" in report or "PermissionError" in report) and "SKILL.md" in report  # ...the read not
+    assert (skill_root / "scripts" / "cells.py").read_text().startswith("def fill")
 
 
 def test_evaluate_emits_events_saves_trajectories_and_reuses_done(tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ def test_restore_crash_then_recover(skill_root: Path, stage: str, count: int) ->
     apply_patch(skill_root, PATCH)
     atomic.fault_hook = crash_at(stage, count)
     with pytest.raises(Crash):
-        restore_snapshot(skill_root, OLD)
+        restore_snapshot(skill_root, OLD, set_aside=skill_root.parent / "kept")
     atomic.fault_hook = None
     recover(skill_root)
     assert read_tree(skill_root) == OLD
@@ -137,7 +137,7 @@ def test_restore_crash_then_recover(skill_root: Path, stage: str, count: int) ->
 def test_recover_removes_stray_temps_without_journal(skill_root: Path) -> None:
     (skill_root / "references" / ".a.md.sgtmp-deadbeef0001").write_bytes(b"half")
     (skill_root / ".SKILL.md.sgtmp-deadbeef0002").write_bytes(b"half")
-    assert "removed 2 temp file(s)" in (recover(skill_root) or "")
+    assert "undid an unfinished write: removed 2 temp file(s)" in (recover(skill_root) or "")
     assert read_tree(skill_root) == OLD
 
 
@@ -173,7 +173,7 @@ def hook(stage, count):
 
 atomic.fault_hook = hook
 if {restore!r}:
-    sk.restore_snapshot(Path({root!r}), OLD)
+    sk.restore_snapshot(Path({root!r}), OLD, set_aside=Path({root!r}).parent / "kept")
 else:
     sk.apply_patch(Path({root!r}), PATCH)
 print("DONE", flush=True)

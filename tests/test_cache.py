@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from skillgrad_tui.core.errors import OutputInvalid
-from skillgrad_tui.core.llm.base import (Backend, CancelToken, Completion, CompletionRequest,
-                                         ScriptedBackend, Usage)
+from skillgrad_tui.core.llm.base import Backend, CancelToken, Completion, CompletionRequest, Usage
 from skillgrad_tui.core.llm.cache import CachedBackend, ResponseCache
+from skillgrad_tui.core.llm.scripted import ScriptedBackend
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}},

@@ -17,7 +17,8 @@ from skillgrad_tui.core.failures import QA_CLASSES
 from skillgrad_tui.core.gradient import (NEW_SECTION, ContrastiveDiagnoser, FailureDiagnoser,
                                          PreservationSignal, TextGradient, anchor_choices, clean_label,
                                          echoes_instructions, resolve_anchor, skill_context)
-from skillgrad_tui.core.llm.base import CompletionRequest, ScriptedBackend
+from skillgrad_tui.core.llm.base import CompletionRequest
+from skillgrad_tui.core.llm.scripted import ScriptedBackend
 from skillgrad_tui.core.records import Task, Trajectory, Turn
 from skillgrad_tui.core.skill import Skill, load_skill
 from skillgrad_tui.core.suites import Suite, load_suite

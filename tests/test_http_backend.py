@@ -452,7 +452,7 @@ def real_server(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
     log = log_path.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm_path),
+        [sys.executable, "-m", "skillgrad_tui.core.llm.serve", "--model", str(smollm_path),
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
         stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

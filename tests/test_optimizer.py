@@ -26,7 +26,8 @@ from skillgrad_tui.core.errors import SkillgradError
 from skillgrad_tui.core.edit_menu import scripted_answer
 from skillgrad_tui.core.events import Event
 from skillgrad_tui.core.gate import TIE_SHORTER
-from skillgrad_tui.core.llm.base import CancelToken, CompletionRequest, ScriptedBackend
+from skillgrad_tui.core.llm.base import CancelToken, CompletionRequest
+from skillgrad_tui.core.llm.scripted import ScriptedBackend
 from skillgrad_tui.core.optimizer import (OptimizeOptions, ReviewDecision, ReviewRequest, RunResult, optimize,
                                           plan_schedule)
 from skillgrad_tui.core.runlog import RunError, list_versions, replay
@@ -454,10 +455,10 @@ def test_optimize_history_and_rollback_commands(env: Env, monkeypatch: pytest.Mo
 
     made: list[str] = []
 
-    def fake_backend(config: Any, spec: Any = None, *, use_cache: bool = True, role: str = "task") -> Any:
-        made.append(role)
+    def fake_backend(settings: Any) -> Any:
+        made.append(settings.local.model)
         opt = make_opt_model(FIX)  # one model for every role: the roles are the ones with a schema
-        return ScriptedBackend(lambda r: opt(r) if r.json_schema else task_model(r), model_id=role)
+        return ScriptedBackend(lambda r: opt(r) if r.json_schema else task_model(r), model_id="scripted")
 
     monkeypatch.setattr(cmd, "make_backend", fake_backend)
     original = load_skill(env.skill).hash
@@ -466,7 +467,7 @@ def test_optimize_history_and_rollback_commands(env: Env, monkeypatch: pytest.Mo
                   "--run-dir", str(run_dir), "--json"], cmd.add_parsers)
     assert cmd.HANDLERS["optimize"](args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert made == ["task"]  # one loaded model serves both roles when no optimizer model is set
+    assert made == ["gemma3-270m"]  # one loaded model serves both roles when no optimizer model is set
     assert out["run_dir"] == str(run_dir.resolve()) and out["best_version"] == 1
     assert out["final_skill_hash"] == load_skill(env.skill).hash != original
     assert {"prompt", "completion"} <= out["tokens"].keys() and out["seconds"] >= 0
@@ -643,9 +644,9 @@ def test_cli_resume_needs_only_the_run(env: Env, monkeypatch: pytest.MonkeyPatch
     """A budget-stopped run continues with `optimize --resume RUN`: skill and suite come from the run."""
     from skillgrad_tui.commands import optimize as cmd
 
-    def fake_backend(config: Any, spec: Any = None, *, use_cache: bool = True, role: str = "task") -> Any:
+    def fake_backend(settings: Any) -> Any:
         opt = make_opt_model(FIX)
-        return ScriptedBackend(lambda r: opt(r) if r.json_schema else task_model(r), model_id=role)
+        return ScriptedBackend(lambda r: opt(r) if r.json_schema else task_model(r), model_id="scripted")
 
     monkeypatch.setattr(cmd, "make_backend", fake_backend)
     run_dir = env.tmp / "cli-run"

@@ -15,7 +15,8 @@ import pytest
 
 from skillgrad_tui.core.errors import BackendError
 from skillgrad_tui.core.gradient import PreservationSignal, TextGradient
-from skillgrad_tui.core.llm.base import CompletionRequest, ScriptedBackend
+from skillgrad_tui.core.llm.base import CompletionRequest
+from skillgrad_tui.core.llm.scripted import ScriptedBackend
 from skillgrad_tui.core.momentum import MomentumMemory, Pattern
 from skillgrad_tui.core.edit_menu import EditMenu
 from skillgrad_tui.core.patcher import (CONFLICT, DANGLING, DESCRIPTION_RULE, DOES_NOT_APPLY, HEADING_REMOVED,

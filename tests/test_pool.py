@@ -23,7 +23,8 @@ from skillgrad_tui.core import runlog
 from skillgrad_tui.core.edit_menu import scripted_answer
 from skillgrad_tui.core.events import Event
 from skillgrad_tui.core.gate import DROPPED, SIGNIFICANT, TIE_LONGER, WITHIN_NOISE
-from skillgrad_tui.core.llm.base import CompletionRequest, ScriptedBackend
+from skillgrad_tui.core.llm.base import CompletionRequest
+from skillgrad_tui.core.llm.scripted import ScriptedBackend
 from skillgrad_tui.core.optimizer import OptimizeOptions, RunResult, optimize
 from skillgrad_tui.core.pool import (MINIBATCH_NOT_IMPROVED, NOT_CHOSEN, pareto_frontier, pick_parent, rebase_edits,
                                      run_sentence, step_sentence)

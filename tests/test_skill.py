@@ -465,17 +465,24 @@ def test_snapshot_restore_roundtrip_with_assets_and_deletions(tmp_path: Path) ->
     (root / "assets").rmdir()
     v3 = load_skill(root)
     snap3 = snapshot(v3)
-    restored = restore_snapshot(root, snap1)
+    with pytest.raises(SkillError, match=r"would remove 1 file\(s\) .*references/extra/notes.md"):
+        restore_snapshot(root, snap1)  # nowhere to keep the file the version does not have
+    assert load_skill(root).hash == v3.hash
+    kept = tmp_path / "kept"
+    restored = restore_snapshot(root, snap1, set_aside=kept)
     assert restored.hash == v1.hash and tree(root) == snap1
     assert not (root / "references" / "extra").exists()  # emptied folders go too
-    back = restore_snapshot(root, snap3)
-    assert back.hash == v3.hash != v2.hash and "Keep only rows" in back.body and back.assets == []
+    assert restored.removed == ["references/extra/notes.md"] and restored.replaced == ["SKILL.md"]
+    assert tree(kept) == {"references/extra/notes.md": b"notes\n", "SKILL.md": snap3["SKILL.md"]}
+    back = restore_snapshot(root, snap3, set_aside=tmp_path / "kept-2")
+    assert back.removed == ["assets/golden.xlsx"] and (tmp_path / "kept-2" / "assets" / "golden.xlsx").is_file()
+    assert back.hash == v3.hash != v2.hash and "Keep only rows" in back.skill.body and back.skill.assets == []
 
 
 def test_restore_into_new_folder(tmp_path: Path) -> None:
     snap = snapshot(load_skill(make_skill(tmp_path / "a")))
     (tmp_path / "b").mkdir()
-    s = restore_snapshot(tmp_path / "b" / "table-qa", snap)
+    s = restore_snapshot(tmp_path / "b" / "table-qa", snap).skill
     assert s.root == (tmp_path / "b" / "table-qa").resolve() and tree(s.root) == snap
 
 
@@ -518,3 +525,20 @@ def test_editor_swap_and_backup_files_are_not_part_of_the_skill(tmp_path: Path) 
         (root / name).write_bytes(b"\x00editor state")
     after = load_skill(root)
     assert after.hash == before and not any(n.endswith((".swp", "~")) for n in after.assets)
+
+
+def test_a_symlinked_folder_inside_the_skill_is_never_written_through(tmp_path: Path) -> None:
+    """Issue 14: `references` linked to another folder of the skill was reported "not followed",
+    yet a new file was written through it."""
+    root = make_skill(tmp_path, files={"notes/columns.md": "# Columns\n", "scripts/count.py": "print(1)\n"})
+    (root / "references").symlink_to(root / "notes")
+    skill = load_skill(root)
+    assert any("symlinked folder" in str(p) for p in skill.problems)
+    edit = Edit("L3", "references/new.md", "", "# New\n")
+    assert "symbolic link" in (check_edit(skill, edit) or "")
+    before = tree(root / "notes")
+    with pytest.raises(EditError, match="symbolic link"):
+        apply_patch(root, Patch([edit]))
+    with pytest.raises(SkillError, match="symbolic link"):  # the writer refuses too, whoever calls it
+        restore_snapshot(root, {**snapshot(skill), "references/new.md": b"# New\n"})
+    assert tree(root / "notes") == before and not (root / "notes" / "new.md").exists()

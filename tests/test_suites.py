@@ -307,3 +307,24 @@ def test_splits_of_real_training_questions(tmp_path: Path) -> None:
     shutil.copytree(BUNDLED, copy)
     assert [t.id for t in split_tasks(load_suite(copy).tasks, 1).test] == \
            [t.id for t in split_tasks(load_suite(BUNDLED).tasks, 1).test]
+
+
+def test_jsonl_context_symlink_leaving_the_suite_is_refused(tmp_path: Path) -> None:
+    """Issue 14: a context file that is a link to /etc/passwd was followed and its text saved."""
+    outside = tmp_path / "private.txt"
+    outside.write_text("secret: hunter2\n")
+    suite = tmp_path / "suite"
+    (suite / "docs").mkdir(parents=True)
+    (suite / "docs" / "ok.txt").write_text("fine\n")
+    (suite / "docs" / "inside.txt").symlink_to(suite / "docs" / "ok.txt")  # stays in the suite: allowed
+    (suite / "docs" / "leak.txt").symlink_to(outside)
+    (suite / "docs" / "passwd").symlink_to("/etc/passwd")
+    ok = {"id": "a", "question": "q?", "answer": "x", "evaluator": "exact", "context": ["docs/inside.txt"]}
+    for i, name in enumerate(["leak.txt", "passwd"]):
+        bad = {**ok, "id": f"b{i}", "context": [f"docs/{name}"]}
+        (suite / "tasks.jsonl").write_text(json.dumps(ok) + "\n" + json.dumps(bad) + "\n")
+        with pytest.raises(SuiteError, match="symbolic link that leaves the suite folder") as info:
+            load_suite(suite)
+        assert info.value.line == 2 and info.value.path == (suite / "tasks.jsonl").resolve()
+    (suite / "tasks.jsonl").write_text(json.dumps(ok) + "\n")
+    assert load_suite(suite).tasks[0].context_files == [suite.resolve() / "docs" / "inside.txt"]

@@ -309,3 +309,26 @@ async def test_progress_after_an_early_stop_reads_finished(skill_dir: Path) -> N
         await pilot.pause()
         status = pane._status().plain
         assert "100%" in status and "early_stop" in status
+
+
+async def test_an_interrupted_write_is_named_and_recovered_with_one_key(skill_dir: Path) -> None:
+    """Issue 14: the app refused with "run recovery (skill.recover)"; it now says what to press,
+    and R (or the palette) finishes the write and says so."""
+    from test_user_safety import crash_after_commit_point
+
+    from skillgrad_tui.core.skill import Edit
+
+    crash_after_commit_point(skill_dir, Edit("L1", "SKILL.md", "name: table-qa", "name: table-qa\nlicense: MIT"))
+    app = make_app(skill_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.suite is not None)
+        assert app.skill is None and "skillgrad recover" in str(app.skill_pane.error)
+        messages = [n.message for n in app._notifications]
+        assert any("press R" in m for m in messages), messages
+        await pilot.press("v")  # a run is refused, with the notice above rather than a traceback
+        assert not app.running
+        await pilot.press("R")
+        await wait_for(pilot, lambda: app.skill is not None)
+        assert any("finished an interrupted write" in n.message for n in app._notifications)
+        assert app.skill.front_matter.get("license") == "MIT"
+        assert "Recover interrupted write" in [c.name for c in app.palette_commands()]

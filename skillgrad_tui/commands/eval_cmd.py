@@ -25,14 +25,15 @@ def eval_command(args: argparse.Namespace) -> int:
     from skillgrad_tui.core.evaluate import evaluate
     from skillgrad_tui.core.events import Event, TaskFinished
     from skillgrad_tui.core.llm.factory import make_backend
-    from skillgrad_tui.core.skill import load_skill, recover
+    from skillgrad_tui.core.skill import load_skill
     from skillgrad_tui.core.suites.selection import default_suite_path, select_tasks
 
     skill_root = None if str(args.skill) == "none" else Path(args.skill)
     config = load_config(skill_root, args.config)
     skill = None
     if skill_root is not None:
-        recover(skill_root)
+        # Read-only: an interrupted write is reported (with the command that finishes it), never
+        # applied behind the user's back, and nothing is created beside a skill that does not load.
         skill = load_skill(skill_root)
     configured = config.get("suite", "path")
     suite_path = args.suite or default_suite_path(skill_root, config.resolve_path(configured) if configured else None)
@@ -48,7 +49,7 @@ def eval_command(args: argparse.Namespace) -> int:
     events = (run_dir / "events.jsonl").open("a", encoding="utf-8")
 
     err = Console(stderr=True)
-    backend = make_backend(config, args.model, use_cache=not args.no_cache)
+    backend = make_backend(config.backend_settings(args.model, use_cache=not args.no_cache))
     agent = Agent(backend, AgentSettings(mode=config.get("agent", "mode"),
                                          max_tokens=config.get("agent", "max_tokens"),
                                          table_rows=config.get("agent", "table_rows"),
@@ -84,6 +85,7 @@ def eval_command(args: argparse.Namespace) -> int:
         "seconds": round(result.seconds, 3),
         "tasks_per_minute": round(60 * result.n / result.seconds, 2) if result.seconds else None,
         "run_dir": str(run_dir),
+        "sandbox": next((t.sandbox for t in result.trajectories if t.sandbox), None),
         "per_task": result.per_task(tasks),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
@@ -94,4 +96,6 @@ def eval_command(args: argparse.Namespace) -> int:
               f"tokens {result.prompt_tokens} prompt + {result.completion_tokens} completion  "
               f"time {result.seconds:.1f}s  ({summary['tasks_per_minute']} tasks/min)")
         print(f"trajectories: {run_dir / 'trajectories'}")
+        if summary["sandbox"]:
+            print(f"agent scripts ran in the sandbox mode {summary['sandbox']}")
     return 0

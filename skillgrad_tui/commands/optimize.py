@@ -1,6 +1,6 @@
-"""`skillgrad optimize`, `skillgrad history`, `skillgrad rollback`: the headless optimiser commands.
+"""`skillgrad optimize`, `history`, `rollback`, `recover`: the headless optimiser commands.
 
-Wiring (cli.py): `add_parsers(sub, _common, _model_opts)` adds the three sub-commands and
+Wiring (cli.py): `add_parsers(sub, _common, _model_opts)` adds the sub-commands and
 `HANDLERS` maps each name to its handler. Handlers print a SkillgradError as one line on stderr
 and return 2, like the rest of the CLI.
 """
@@ -30,6 +30,17 @@ Handler = Callable[[argparse.Namespace], int]
 AddArgs = Callable[[argparse.ArgumentParser], None]
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts: `--batch-size 0` is an error, not a silent default."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_parsers(sub: Any, common: AddArgs, model_opts: AddArgs) -> None:
     p = sub.add_parser("optimize", help="tune a skill on a task suite, headless",
                        description="Optimise a skill like gradient descent: forward on a minibatch, "
@@ -41,13 +52,17 @@ def add_parsers(sub: Any, common: AddArgs, model_opts: AddArgs) -> None:
     p.add_argument("--split", help="the suite's own split to load (WTQ: TSV name; JSONL: 'split' field)")
     p.add_argument("--train-split", default="train", help="seeded split to train on (train/val/test/all)")
     p.add_argument("--val-split", default="val", help="seeded split the gate scores on")
-    p.add_argument("--steps", type=int, help="at most this many steps")
-    p.add_argument("--epochs", type=int, help="passes over the training pool (default 1)")
-    p.add_argument("--batch-size", type=int, help="tasks per step (default: config, 4)")
+    p.add_argument("--steps", type=positive_int, help="at most this many steps")
+    p.add_argument("--epochs", type=positive_int, help="passes over the training pool (default 1)")
+    p.add_argument("--batch-size", type=positive_int, help="tasks per step (default: config, 4)")
     p.add_argument("--seed", type=int, help="seed for splits, batch order and models (default: config, 0)")
     p.add_argument("--optimizer-model", help="model for diagnoser and patcher (default: config, else --model)")
-    p.add_argument("--token-budget", type=int, help="stop once this many tokens were used")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this much time")
+    p.add_argument("--token-budget", type=positive_int,
+                   help="stop once the run has used this many tokens in all (with --resume: the earlier "
+                        "sessions' tokens count too)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="stop once the run has taken this many seconds in all (with --resume: the earlier "
+                        "sessions' time counts too, so give the new total)")
     p.add_argument("--gate", choices=("validation", "all", "ask"),
                    help="keep a candidate whose validation gain is above noise (default), keep the best on the "
                         "minibatch, or ask (TUI only)")
@@ -65,6 +80,9 @@ def add_parsers(sub: Any, common: AddArgs, model_opts: AddArgs) -> None:
                    help="train on shuffled minibatches of all tasks, not on the seed skill's failures")
     p.add_argument("--run-dir", type=Path, help="run directory (default <skill parent>/.skillgrad/runs/<id>)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run")
+    p.add_argument("--git-commit", action="store_true",
+                   help="commit each applied version to git when the skill is in a git work tree "
+                        "(default: config optimize.git_commit, off)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every task as it finishes")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
@@ -72,10 +90,20 @@ def add_parsers(sub: Any, common: AddArgs, model_opts: AddArgs) -> None:
     p.add_argument("run", type=Path, help="run directory (or a run id under ./.skillgrad/runs)")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("rollback", help="restore one skill version of a run, atomically")
+    p = sub.add_parser("rollback", help="restore one skill version of a run, atomically",
+                       description="Restore a stored version. Files the version does not have, and the old "
+                                   "content of files it overwrites, are moved into the run directory "
+                                   "(set-aside/<time>-before-v<N>/) and listed; nothing is deleted. Git "
+                                   "metadata and files that .gitignore names are never touched.")
     p.add_argument("run", type=Path, help="run directory (or a run id under ./.skillgrad/runs)")
     p.add_argument("version", type=int)
     p.add_argument("--skill", type=Path, help="skill folder to restore into (default: the run's skill)")
+
+    p = sub.add_parser("recover", help="finish or undo a write of a skill that a crash interrupted",
+                       description="A write that passed its commit point is finished (the skill becomes the "
+                                   "new version); one that had not is undone (its temp files removed). Says "
+                                   "which. Refused while a run is writing the skill.")
+    p.add_argument("skill", type=Path, help="skill folder")
 
 
 def _fail(exc: SkillgradError) -> int:
@@ -132,7 +160,7 @@ def _options(args: argparse.Namespace, config: Config, skill_root: Path) -> Any:
         train_split=args.train_split, val_split=args.val_split,
         steps=args.steps if args.steps is not None else _explicit(config, "optimize", "steps"),
         epochs=args.epochs,
-        batch_size=args.batch_size or config.get("optimize", "batch_size"),
+        batch_size=args.batch_size if args.batch_size is not None else config.get("optimize", "batch_size"),
         seed=args.seed if args.seed is not None else config.get("run", "seed"),
         gate=args.gate or config.get("optimize", "gate"),
         momentum=not args.no_momentum, contrastive=not args.no_contrastive,
@@ -146,6 +174,7 @@ def _options(args: argparse.Namespace, config: Config, skill_root: Path) -> Any:
         val_repeats=args.val_repeats if args.val_repeats is not None else config.get("optimize", "val_repeats"),
         parent_selection=args.parent or config.get("optimize", "parent"),
         run_dir=run_dir, resume=args.resume,
+        git_commit=bool(getattr(args, "git_commit", False) or config.get("optimize", "git_commit")),
     )
 
 
@@ -212,10 +241,10 @@ def _optimize(args: argparse.Namespace) -> int:
                           table_rows=config.get("agent", "table_rows"),
                           temperature=float(config.get("agent", "temperature")))
     use_cache = not args.no_cache
-    task_backend = make_backend(config, args.model, use_cache=use_cache, role="task")
+    task_backend = make_backend(config.backend_settings(args.model, role="task", use_cache=use_cache))
     opt_backend: Backend = task_backend  # one loaded model serves both roles unless asked otherwise
     if args.optimizer_model or config.get("model", "optimizer"):
-        opt_backend = make_backend(config, args.optimizer_model, use_cache=use_cache, role="optimizer")
+        opt_backend = make_backend(config.backend_settings(args.optimizer_model, role="optimizer", use_cache=use_cache))
     console = Console(stderr=args.json)
     printer: Callable[[Event], None]
     if args.json:
@@ -315,19 +344,44 @@ def _history(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------- rollback
 
 
+def _listing(paths: list[str], limit: int = 10) -> str:
+    return ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from skillgrad_tui.core.skill_lock import SkillLock
+
     try:
         run_dir = _resolve_run(args.run)
         target = args.skill or run_skill_path(run_dir)
         if target is None:
             raise RunError("the run does not say which skill it optimised; pass --skill PATH", run_dir)
-        skill = restore_version(run_dir, args.version, target)
+        with SkillLock(target):  # never while a run or another rollback writes this skill
+            done = restore_version(run_dir, args.version, target)
     except SkillgradError as exc:
         return _fail(exc)
-    print(f"restored version {args.version} ({skill.hash[:12]}) into {skill.root}")
+    print(f"restored version {args.version} ({done.hash[:12]}) into {done.skill.root}")
+    if done.removed:
+        print(f"moved {len(done.removed)} file(s) that version {args.version} does not have to {done.set_aside}: "
+              f"{_listing(done.removed)}")
+    if done.replaced:
+        print(f"kept the previous content of {len(done.replaced)} overwritten file(s) in {done.set_aside}: "
+              f"{_listing(done.replaced)}")
     return 0
 
 
-HANDLERS: dict[str, Handler] = {"optimize": cmd_optimize, "history": cmd_history, "rollback": cmd_rollback}
+def cmd_recover(args: argparse.Namespace) -> int:
+    from skillgrad_tui.core.recovery import recover_skill
+
+    try:
+        account = recover_skill(args.skill)
+    except SkillgradError as exc:
+        return _fail(exc)
+    print(f"{args.skill}: {account}")
+    return 0
+
+
+HANDLERS: dict[str, Handler] = {"optimize": cmd_optimize, "history": cmd_history, "rollback": cmd_rollback,
+                                "recover": cmd_recover}
 
 __all__ = ["HANDLERS", "add_parsers", "find_runs"]

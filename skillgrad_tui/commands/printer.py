@@ -65,6 +65,8 @@ class EventPrinter:
         self._print(f"[bold]run {e.run_id}[/]{resumed}: skill {e.skill} @ {e.skill_hash[:12]}, suite {e.suite}")
         self._print(f"  gate {s.get('gate')}, batch {s.get('batch_size')}, up to {s.get('planned_steps')} steps, "
                     f"train {s.get('n_train')} / val {s.get('n_val')} tasks, seed {s.get('seed')}")
+        if s.get("sandbox"):
+            self._print(f"  agent scripts run in the sandbox mode {s['sandbox']}")
         self._start(int(s.get("planned_steps") or 1))
 
     def _on_step_started(self, e: ev.StepStarted) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from skillgrad_tui.core.errors import BackendError, Cancelled, PromptTooLong
+from skillgrad_tui.core.errors import BackendError, Cancelled, ModelCrashed, PromptTooLong
 from skillgrad_tui.core.llm.base import Backend, CancelToken, Completion, CompletionRequest, Message, Usage
 from skillgrad_tui.core.records import Task, Trajectory, Turn
 from skillgrad_tui.core.skill import Skill
@@ -121,6 +121,8 @@ class Agent:
         except BackendError as exc:
             traj.error = str(exc)
             traj.turns.append(Turn("error", str(exc)))
+        except ModelCrashed as exc:  # not a failed task: the run stops (resumable) and says where
+            raise exc.add_context(f"task {task.id}") from None
         finally:
             traj.seconds = time.perf_counter() - start
         if traj.answer is None:
@@ -213,7 +215,8 @@ class Agent:
         context = self.context_text(task, self.settings.table_rows)
         messages = [Message("system", system),
                     Message("user", (f"{context}\n\n" if context else "") + f"Task: {task.question}")]
-        with Sandbox(task.context_files) as box:
+        with Sandbox(task.context_files, skill_scripts=_scripts_dir(skill)) as box:
+            traj.sandbox = box.description
             for turn in range(self.settings.max_turns):
                 completion = self._call(traj, messages, seed=seed + turn, cancel=cancel,
                                         max_tokens=max(self.settings.max_tokens, 256),
@@ -256,7 +259,7 @@ class Agent:
             f"that uses openpyxl to load it, make the change, and save the whole workbook as "
             f"`{OUTPUT_NAME}`. The result is checked in {where}"
             + (f" of sheet {sheet}" if sheet else "") + ".\n\n"
-            f"Workbook preview:\n{preview}\n\nReply with one ```python code block.")
+            f"Workbook preview:\n{preview}\n\n{_scripts_note(skill)}Reply with one ```python code block.")
         return [Message("system", skill_block(skill)), Message("user", user)]
 
     def _run_spreadsheet(self, skill: Skill | None, task: Task, seed: int, cancel: CancelToken | None,
@@ -267,7 +270,8 @@ class Agent:
             raise BackendError(f"spreadsheet task {task.id} has no input workbook")
         source = task.context_files[0]
         messages = self.spreadsheet_messages(skill, task, source.name)
-        with Sandbox([source]) as box:
+        with Sandbox([source], skill_scripts=_scripts_dir(skill)) as box:
+            traj.sandbox = box.description
             for turn in range(max(1, min(self.settings.max_turns, 3))):
                 # Scripts are long; a small model that starts repeating itself is stopped early.
                 completion = self._call(traj, messages, seed=seed + turn, cancel=cancel,
@@ -292,6 +296,20 @@ class Agent:
                              Message("user", f"That failed: {problem}\nFix the script. Reply with one "
                                              "```python code block.")]
         traj.error = f"no {OUTPUT_NAME} produced"
+
+
+def _scripts_dir(skill: Skill | None) -> Path | None:
+    """The skill's scripts/ folder, which its sandboxed scripts may read and import from."""
+    if skill is None or not any(p.startswith("scripts/") for p in skill.files):
+        return None
+    return skill.root / "scripts"
+
+
+def _scripts_note(skill: Skill | None) -> str:
+    if _scripts_dir(skill) is None:
+        return ""  # no scripts: the prompt stays exactly as it was
+    return ("The skill's scripts/ files can be imported by module name (read-only; their folder is in "
+            "the SKILL_SCRIPTS environment variable).\n\n")
 
 
 def _script_report(result: Any) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from skillgrad_tui.core.errors import SkillError
+from skillgrad_tui.core.vcs import VCS_NAMES
 
 try:  # POSIX advisory locks; elsewhere the lock is a no-op (single-writer use only).
     import fcntl
@@ -132,23 +133,35 @@ def _check_rel(rel: str) -> None:
         raise ValueError(f"not a clean relative path inside the folder: {rel!r}")
 
 
+def _refuse_linked_parents(root: Path, rel: str) -> None:
+    """A folder inside the skill that is a symlink is never written through (it may lead to
+    another folder of the skill, or, after a swap, anywhere)."""
+    parts = rel.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        sub = root.joinpath(*parts[:i])
+        if sub.is_symlink():
+            raise SkillError("is a symbolic link: files are never written through a link", sub)
+
+
 def write_files_atomically(
     root: Path,
     writes: Mapping[str, bytes],
     deletes: Iterable[str] = (),
     *,
     journal_dir: Path,
+    writer: str | None = None,
 ) -> None:
     """Replace/create `writes` and remove `deletes` (paths relative to `root`) all at once.
 
     The caller holds `folder_lock(root, journal_dir, exclusive=True)`. Errors before the commit
     point remove the temps and leave the folder untouched; errors after it leave the journal for
-    `recover_folder` to finish.
+    `recover_folder` to finish. `writer` says who wrote (for the account recovery gives).
     """
     root = root.resolve()
     deletes = sorted(set(deletes))
     for rel in [*writes, *deletes]:
         _check_rel(rel)
+        _refuse_linked_parents(root, rel)
     if set(writes) & set(deletes):
         raise ValueError("a path is both written and deleted")
     ops: list[_Replace] = []
@@ -167,6 +180,7 @@ def write_files_atomically(
             "state": "committed",  # present == committed: it is written only once every temp is durable
             "replace": [{"target": o.target, "temp": o.temp, "sha256": o.sha256} for o in ops],
             "delete": deletes,
+            "writer": writer,
         }
         _write_journal(journal_path(root, journal_dir), journal)
     except BaseException:
@@ -248,6 +262,7 @@ def remove_stray_temps(root: Path) -> list[Path]:
     """Delete temp files left by a write that died before its commit point."""
     removed: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = [d for d in dirnames if d not in VCS_NAMES]  # never ours, never touched
         for name in filenames:
             if is_temp_name(name):
                 path = Path(dirpath) / name
@@ -260,7 +275,8 @@ def remove_stray_temps(root: Path) -> list[Path]:
 def recover_folder(root: Path, journal_dir: Path) -> str | None:
     """Roll forward a committed write, then drop stray temps. Caller holds the exclusive lock.
 
-    Returns a one-line account of what it did, or None when there was nothing to do.
+    Returns a one-line account of what it did, or None when there was nothing to do: a write past
+    its commit point is finished (the new version), one before it is undone (the old version).
     """
     root = root.resolve()
     jpath = journal_path(root, journal_dir)
@@ -278,13 +294,16 @@ def recover_folder(root: Path, journal_dir: Path) -> str | None:
         except (ValueError, KeyError, TypeError) as exc:
             raise SkillError(f"unreadable write journal ({exc}); inspect the folder, then delete it", jpath) from exc
         n = _roll_forward(root, journal, jpath)
-        did.append(f"finished an interrupted write ({n} files) from {jpath}")
+        by = f" by {journal['writer']}" if isinstance(journal.get("writer"), str) else ""
+        did.append(f"finished an interrupted write{by} ({n} files; it had passed its commit point, so the "
+                   "skill is now the new version)")
     for stray in journal_dir.glob(f".{jpath.name}{TEMP_MARKER}*") if journal_dir.is_dir() else []:
         with contextlib.suppress(FileNotFoundError):
             stray.unlink()
     strays = remove_stray_temps(root)
     if strays:
-        did.append(f"removed {len(strays)} temp file(s) of an unfinished write")
+        did.append(f"undid an unfinished write: removed {len(strays)} temp file(s) of it (it had not reached "
+                   "its commit point, so the skill is as it was before)")
     return "; ".join(did) or None
 
 

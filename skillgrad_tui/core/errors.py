@@ -1,35 +1,18 @@
-"""Errors a user can act on: each names the file (and line, when known) it is about.
+"""The engine's errors: configuration, skills, edits and suites, on the root in skillgrad_tui/errors.py.
 
-The CLI prints `str(error)` on one line and exits non-zero; it never shows a traceback for these.
+The model layer's errors (core/llm/errors.py) are re-exported here, so engine code imports every
+error from one place; the model layer itself imports nothing from the engine.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-
-class SkillgradError(Exception):
-    """Base class for errors that are the user's input, not our bug."""
-
-    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None) -> None:
-        self.message = message
-        self.path = Path(path) if path is not None else None
-        self.line = line
-        super().__init__(self.__str__())
-
-    def __str__(self) -> str:
-        if self.path is None:
-            return self.message
-        where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
-        return f"{where}: {self.message}"
+from skillgrad_tui.core.llm.errors import (BackendError, ModelCrashed, ModelError, OutputInvalid,  # noqa: F401
+                                           PromptTooLong)
+from skillgrad_tui.errors import Cancelled, SkillgradError  # noqa: F401  (re-exported for the engine)
 
 
 class ConfigError(SkillgradError):
     """A bad skillgrad.toml: unknown key, bad value, TOML that does not parse."""
-
-
-class ModelError(SkillgradError):
-    """A model file that is missing, truncated, not GGUF, or fails its checksum."""
 
 
 class SkillError(SkillgradError):
@@ -42,33 +25,3 @@ class EditError(SkillgradError):
 
 class SuiteError(SkillgradError):
     """A task suite file with a bad line or a missing referenced file."""
-
-
-class BackendError(SkillgradError):
-    """A model backend failed: server unreachable, prompt too long, output never valid."""
-
-
-class PromptTooLong(BackendError):
-    """The prompt does not fit the model's context window."""
-
-    def __init__(self, prompt_tokens: int, n_ctx: int) -> None:
-        self.prompt_tokens = prompt_tokens
-        self.n_ctx = n_ctx
-        super().__init__(
-            f"prompt is {prompt_tokens} tokens but the context holds {n_ctx}: "
-            f"{prompt_tokens - n_ctx} tokens too long (shorten it or raise n_ctx)"
-        )
-
-
-class OutputInvalid(BackendError):
-    """The model never produced output that parses and validates, within the retry bound."""
-
-    def __init__(self, message: str, attempts: int, last_text: str, usage: object = None) -> None:
-        self.attempts = attempts
-        self.last_text = last_text
-        self.usage = usage  # llm.base.Usage of every failed attempt, so budgets still count them
-        super().__init__(f"{message} (after {attempts} attempts; last output: {last_text[:200]!r})")
-
-
-class Cancelled(Exception):
-    """Work was cancelled by the user (Escape in the app, Ctrl-C headless)."""

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from skillgrad_tui.core.agent import Agent, AgentSettings
-from skillgrad_tui.core.errors import Cancelled, SkillgradError
+from skillgrad_tui.core.errors import Cancelled, ModelCrashed, SkillgradError
 from skillgrad_tui.core.evaluate import EvalResult, evaluate, load_trajectory, trajectory_file
 from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, CandidateScored, Event, EventSink,
                                        GradientComputed, MemoryUpdated, PatchDecided, PatchProposed, Progress,
@@ -55,8 +55,10 @@ from skillgrad_tui.core.pool import (MINIBATCH_NOT_IMPROVED, NOT_CHOSEN, NOT_REB
                                      step_sentence)
 from skillgrad_tui.core.records import Task, Trajectory
 from skillgrad_tui.core.runlog import RunError, RunLog, VersionRecord, default_runs_root, new_run_id
-from skillgrad_tui.core.skill import (SKILL_MD, Edit, Patch, Skill, apply_edits_in_memory, apply_patch, load_skill,
-                                     recover, snapshot)
+from skillgrad_tui.core.skill import (SKILL_MD, Edit, Patch, Skill, SkillChanged, apply_edits_in_memory, apply_patch,
+                                     load_skill, recover, snapshot)
+from skillgrad_tui.core.skill_lock import SkillLock
+from skillgrad_tui.core.vcs import GitError, commit_skill, in_git_work_tree
 from skillgrad_tui.core.suites import Suite
 from skillgrad_tui.core.suites.splits import select_split, split_tasks
 
@@ -91,6 +93,7 @@ class OptimizeOptions:
     minibatch_gate: bool = True  # only candidates that improve the minibatch are scored on validation
     run_dir: Path | None = None  # default <skill parent>/.skillgrad/runs/<run-id>
     resume: Path | None = None  # an existing run dir to continue
+    git_commit: bool = False  # commit each applied version when the skill is in a git work tree
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -147,12 +150,13 @@ class RunResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    note: str = ""  # why a budget stopped the run, in words
     account: dict[str, Any] = field(default_factory=dict)  # the run's totals (pool.COUNTS, reasons)
     summary: str = ""  # what changed, or why nothing did, in one sentence
     changed: bool = False  # the skill on disk differs from the one the run started from
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_dir": str(self.run_dir), "reason": self.reason, "changed": self.changed,
+        return {"run_dir": str(self.run_dir), "reason": self.reason, "note": self.note, "changed": self.changed,
                 "summary": self.summary, "account": self.account,
                 "versions": [v.to_dict() for v in self.versions], "best_version": self.best_version,
                 "best_score": self.best_score, "final_skill_hash": self.final_skill_hash,
@@ -266,6 +270,8 @@ class _Run:
         self.live_prompt = 0
         self.live_completion = 0
         self.stage_start = time.monotonic()
+        self.before_session: tuple[int, float] = (0, 0.0)  # tokens and seconds of earlier sessions
+        self.lock: SkillLock | None = None
 
     # -- events and budgets ------------------------------------------------------------------------
 
@@ -299,6 +305,18 @@ class _Run:
             self.token.trip()
             if raise_now:
                 raise _BudgetSpent()
+
+    def budget_note(self) -> str:
+        """Which budget stopped the run, counted how: budgets cover the whole run, earlier
+        sessions of a resumed run included."""
+        tokens, seconds = self.spent()
+        t0, s0 = self.before_session
+        o = self.options
+        if o.time_budget_s is not None and seconds >= o.time_budget_s:
+            return (f"stopped by the time budget: {o.time_budget_s:g} s for the whole run, {seconds:.1f} s used "
+                    f"({s0:.1f} s of it before this session); resume with a larger --time-budget")
+        return (f"stopped by the token budget: {o.token_budget} tokens for the whole run, {tokens} used "
+                f"({t0} of them before this session); resume with a larger --token-budget")
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -378,6 +396,8 @@ class _Run:
             while run_dir.exists():
                 run_dir, k = base / f"{run_id}-{k}", k + 1
         self.log = RunLog(run_dir, create=True)
+        if self.lock is not None:
+            self.lock.set_run_id(self.log.run_dir.name)
         self.state = {
             "format": STATE_FORMAT, "run_id": self.log.run_dir.name, "skill_root": str(self.skill_root),
             "suite": {"name": self.suite.name, "root": str(self.suite.root), "format": self.suite.format,
@@ -413,12 +433,16 @@ class _Run:
         saved = OptimizeOptions.from_dict(state["options"])
         # Everything that shapes the run comes from the run; budgets are the new session's.
         saved.token_budget, saved.time_budget_s = self.options.token_budget, self.options.time_budget_s
+        saved.git_commit = saved.git_commit or self.options.git_commit
         saved.resume, saved.run_dir = Path(run_dir), self.log.run_dir
         self.options = saved
         self.agent_settings = AgentSettings(**state["agent"])
+        self.before_session = (state["tokens"]["prompt"] + state["tokens"]["completion"], state["seconds"])
         if Path(state["skill_root"]) != self.skill_root:
             self.emit(Warning_(message=f"the run optimised {state['skill_root']}; continuing on {self.skill_root}"))
-        recover(self.skill_root)  # finish our own patch write if the kill interrupted it
+        recovered = recover(self.skill_root)  # finish our own patch write if the kill interrupted it
+        if recovered:
+            self.emit(Warning_(message=f"recovery: {recovered}"))
         if state["status"] != "running":
             return
         train, val = self.splits()
@@ -445,10 +469,19 @@ class _Run:
             planned = per_epoch * (o.epochs or 1)
             planned = min(planned, o.steps) if o.steps is not None else planned
         return {**o.to_dict(), "agent": asdict(self.agent_settings), "planned_steps": planned,
+                "sandbox": self.sandbox_mode(),
                 "n_train": len(train), "n_val": len(val), "suite_path": str(self.suite.root),
                 "suite_format": self.suite.format, "suite_split": self.suite.source_split,
                 "task_model": self.task_backend.model_id, "optimizer_model": self.opt.model_id,
                 "run_dir": str(self.log.run_dir) if self.log else None, "resumed": resumed}
+
+    def sandbox_mode(self) -> str | None:
+        """How agent-written scripts will be confined (None when this run's tasks run none)."""
+        from skillgrad_tui.core.sandbox import choose_mode, describe
+
+        if self.agent_settings.mode != "tools" and not any(t.kind == "spreadsheet" for t in self.suite.tasks):
+            return None
+        return describe(choose_mode())
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -866,19 +899,43 @@ class _Run:
         pend = dict(self.state["pending"])
         cand = self.log.version(pend["candidate"])
         pre = self.log.version(self.state["current"])
-        on_disk = load_skill(self.skill_root).hash
-        if on_disk == pre.skill_hash:
-            patch = Patch([_edit_from_dict(e) for e in pend["edits"]], rationale=pend["reason"])
-            after = apply_patch(self.skill_root, patch)
+        patch = Patch([_edit_from_dict(e) for e in pend["edits"]], rationale=pend["reason"])
+        try:  # the hash check and the write happen under one exclusive lock
+            after = apply_patch(self.skill_root, patch, expect_hash=pre.skill_hash,
+                                writer=f"run {self.log.run_dir.name}, step {k}")
             if after.hash != cand.skill_hash:
                 raise RunError(f"applying step {k}'s patch gave {after.hash[:12]}, not version {cand.version} "
                                f"({cand.skill_hash[:12]})", self.skill_root)
-        elif on_disk != cand.skill_hash:
-            raise RunError(f"the skill was changed outside this run (hash {on_disk[:12]} is neither version "
-                           f"{pre.version} nor {cand.version}); restore one with `skillgrad rollback "
-                           f"{self.log.run_dir} VERSION`", self.skill_root)
+        except SkillChanged as exc:
+            if exc.found != cand.skill_hash:  # else: applied before a crash, and resumed
+                raise RunError(f"the skill was changed outside this run (hash {exc.found[:12]} is neither version "
+                               f"{pre.version} nor {cand.version}); restore one with `skillgrad rollback "
+                               f"{self.log.run_dir} VERSION`", self.skill_root) from None
+        self.commit_to_git(k, cand.version, pend)
         pend["applied"] = True
         self.commit(pending=pend)
+
+    def commit_to_git(self, k: int, version: int, pend: dict[str, Any]) -> None:
+        """With git_commit, record the applied version as a git commit (idempotent on resume: a
+        folder with nothing to commit is left alone). A refusal by git is a warning, not a crash."""
+        assert self.log is not None
+        if not self.options.git_commit:
+            return
+        if not in_git_work_tree(self.skill_root):
+            self.emit(Warning_(message=f"--git-commit: {self.skill_root} is not in a git work tree; not committed",
+                               step=k))
+            return
+        labels = sorted({pend["proposed"][i].get("pattern_label") or pend["proposed"][i].get("pattern", "?")
+                         for i in pend["accepted"] if i < len(pend["proposed"])})
+        message = (f"skillgrad: {self.skill_root.name} version {version} (run {self.log.run_dir.name}, step {k})\n\n"
+                   f"{pend['reason']}\n\nPatterns:\n" + "".join(f"- {label}\n" for label in labels))
+        try:
+            commit = commit_skill(self.skill_root, message)
+        except GitError as exc:
+            self.emit(Warning_(message=f"version {version} was applied but not committed: {exc}", step=k))
+            return
+        if commit:
+            self.emit(Warning_(message=f"committed version {version} to git as {commit}", step=k))
 
     def finish_step(self, k: int) -> None:
         """Record the outcome in the memory, move to step k + 1, emit the step's account."""
@@ -992,6 +1049,10 @@ class _Run:
                          changed=changed)
 
     def run(self) -> RunResult:
+        if self.options.resume is None:
+            load_skill(self.skill_root)  # a skill that does not load gets no lock file beside it
+        run_id = self.options.resume.name if self.options.resume is not None else None
+        lock = self.lock = SkillLock(self.skill_root, run_id=run_id).acquire()  # one writer per skill, whole run
         try:
             if self.options.resume is not None:
                 self.resume(self.options.resume)
@@ -999,10 +1060,17 @@ class _Run:
                     return self.result(self.state["reason"])
             else:
                 self.start()
+            if lock.taken_over is not None:
+                self.emit(Warning_(message=f"took over the skill's lock from {lock.taken_over.describe()}, "
+                                           "which died holding it"))
+            note = ""
             try:
                 reason = self.loop()
             except (Cancelled, _BudgetSpent):
                 reason = "budget" if self.budget_hit else "cancelled"
+                if reason == "budget":
+                    note = self.budget_note()
+                    self.emit(Warning_(message=note))
             except BaseException as exc:
                 try:
                     if not isinstance(exc, KeyboardInterrupt):
@@ -1010,6 +1078,9 @@ class _Run:
                     self.emit(RunFinished(reason="error"))
                 except Exception:  # the log itself may be what failed; the original error matters
                     pass
+                if isinstance(exc, ModelCrashed) and self.log is not None:
+                    raise ModelCrashed(f"{exc.message}; the run stopped and can be resumed with "
+                                       f"`skillgrad optimize --resume {self.log.run_dir}`", exc.returncode) from exc
                 raise
             if reason in FINISHED_REASONS:
                 self.commit(status="finished", reason=reason)
@@ -1018,12 +1089,14 @@ class _Run:
                 # (its finished tasks reused) when the run is resumed.
                 self.state["reason"] = reason
             res = self.result(reason)
+            res.note = note
             self.emit(RunFinished(reason=reason, best_version=res.best_version, best_score=res.best_score,
                                   summary=res.summary, account=res.account))
             return res
         finally:
             if self.log is not None:
                 self.log.close()
+            lock.release()
 
 
 def optimize(skill_root: Path, suite: Suite, task_backend: Backend, opt_backend: Backend,

@@ -105,6 +105,7 @@ class Trajectory:
     seconds: float = 0.0
     error: str | None = None
     verdict: Verdict | None = None
+    sandbox: str | None = None  # the confinement agent-written scripts ran in (sandbox.describe), if any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,4 +119,5 @@ class Trajectory:
             seed=d["seed"], turns=turns, answer=d.get("answer"), usage=Usage(**d["usage"]),
             seconds=d.get("seconds", 0.0), error=d.get("error"),
             verdict=Verdict.from_dict(d["verdict"]) if d.get("verdict") else None,
+            sandbox=d.get("sandbox"),
         )

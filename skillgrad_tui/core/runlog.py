@@ -12,7 +12,8 @@ Layout (`<skill parent>/.skillgrad/runs/<run-id>/`):
 
 Every write is either an append of a whole line or write-temp + fsync + rename, so a SIGKILL at
 any moment leaves each file either old or new. Nothing here writes inside the user's skill except
-`restore_version`, through skill.restore_snapshot (journalled and atomic).
+`restore_version`, through skill.restore_snapshot (journalled and atomic), which first copies every
+file it removes or overwrites into set-aside/<stamp>-before-v<N>/.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from skillgrad_tui.core.atomic import fsync_dir, write_file_atomically
 from skillgrad_tui.core.errors import SkillgradError
 from skillgrad_tui.core.events import Event
 from skillgrad_tui.core.records import Trajectory
-from skillgrad_tui.core.skill import Skill, content_hash, load_skill, restore_snapshot
+from skillgrad_tui.core.skill import Restored, Skill, content_hash, load_skill, restore_snapshot
 
 try:
     import fcntl
@@ -353,7 +354,8 @@ class RunLog:
         return files
 
     def load_version(self, n: int) -> Skill:
-        return load_skill(self.version_dir(n))
+        # Every stored file is content: the .gitignore rules of wherever the run dir lives do not apply.
+        return load_skill(self.version_dir(n), honour_ignores=False)
 
     def save_version(self, files: Mapping[str, bytes], skill_name: str, *, step: int, parent: int | None,
                      val_score: float | None = None, train_score: float | None = None,
@@ -443,10 +445,26 @@ def version_files(run_dir: Path, version: int) -> dict[str, bytes]:
     return _version_files_readonly(Path(run_dir), version)
 
 
-def restore_version(run_dir: Path, version: int, skill_root: Path) -> Skill:
-    """Make `skill_root` hold exactly version `version` of the run (atomically)."""
+SET_ASIDE = "set-aside"
+
+
+def set_aside_dir(run_dir: Path, version: int) -> Path:
+    """Where a rollback keeps the files it removes or overwrites: inside the run, one per rollback."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(run_dir) / SET_ASIDE / f"{stamp}-before-v{version}"
+    path, k = base, 2
+    while path.exists():
+        path, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return path
+
+
+def restore_version(run_dir: Path, version: int, skill_root: Path, *, set_aside: Path | None = None) -> Restored:
+    """Make `skill_root` hold exactly version `version` of the run (atomically). Files the version
+    does not have, and the old content of files it overwrites, go to `set_aside` (default: a new
+    folder under <run>/set-aside/), never nowhere."""
     files = _version_files_readonly(Path(run_dir), version)
-    return restore_snapshot(Path(skill_root), files)
+    return restore_snapshot(Path(skill_root), files, set_aside=set_aside or set_aside_dir(run_dir, version),
+                            writer=f"rollback to version {version} of run {Path(run_dir).name}")
 
 
 def run_skill_path(run_dir: Path) -> Path | None:

@@ -1,32 +1,38 @@
 """A sandbox for the Python scripts a model writes (spreadsheet tasks: openpyxl edits).
 
+These scripts come from a model reading task text the user did not write: they are untrusted.
 Each sandbox is a fresh temporary folder: `work/` holds COPIES of the input files and is the
-script's current directory; `ctl/` (outside `work/`) holds the bootstrap and the script. The
-script runs in a separate interpreter (`python -I -B`: no user site, no PYTHON* variables, no
-bytecode writes; `work/` is appended to sys.path, never prepended) with a minimal environment, in
-its own process group, under these limits:
+script's current directory; `ctl/` (outside `work/`) holds the script and its run settings. Every
+script runs in a separate process, `python -I -B sandbox_boot.py` (a real file of this package),
+confined by the operating system in the strongest mode this machine offers:
 
-- wall clock: the whole process group is killed when `timeout_s` passes;
-- RLIMIT_CPU (CPU seconds), RLIMIT_AS (address space), RLIMIT_FSIZE (largest file written),
-  RLIMIT_CORE = 0, set by the bootstrap before the script runs (not via preexec_fn, which is
-  unsafe in a threaded parent such as the TUI). RLIMIT_NPROC is not used: Linux counts every
-  process and thread of the user against it, and root ignores it; the audit hook below refuses
-  new processes instead;
-- a PEP 578 audit hook, installed before the script runs, refuses: opening a file for writing,
-  appending or creating outside `work/`; remove/rename/replace/rmdir/mkdir/symlink/link/chmod/
-  chown/utime/truncate outside it (paths are resolved: relative paths, `..`, symlinks and dir_fd
-  are all followed the way the kernel would); new processes (subprocess, os.system, exec*, fork,
-  spawn); sockets (no network); raising its own limits; and C entry points for those reached
-  through ctypes. TMPDIR and HOME point inside `work/.tmp`.
+- "bwrap" (bubblewrap): its own mount, PID, network, IPC, UTS and user namespaces. The process
+  sees a read-only root holding only Python (its prefix and the virtual environment), the system
+  libraries, the skill's own scripts (read-only) and a writable work folder: no /etc/passwd, no
+  home, no other file of the user; no network but a loopback of its own. Its processes die with
+  it (PID namespace, --die-with-parent).
+- "landlock" (weaker: no bubblewrap): the kernel's Landlock LSM lets the process read only those
+  same folders and write only the work folder, and refuses TCP; it shares the machine's process
+  list, hostname and network namespace.
+- "hook" (weakest: neither is available): files are not confined by the OS; an audit hook in the
+  script's own process refuses writes outside the work folder, which a hostile script can defeat.
 
-Audit hooks are a guard against an honest but careless script, not against a hostile one (a
-C extension can call the kernel directly); nothing here claims to be a security boundary.
+In every mode the boot file also sets resource limits (CPU seconds, address space, file size,
+open files, no core dumps), a seccomp filter where the architecture has one (no new processes, no
+sockets), and the audit hook that explains a refusal ("PermissionError: sandbox: ..."). The parent
+enforces the wall clock: the whole process group is killed at `timeout_s`. TMPDIR and HOME point
+inside `work/.tmp`. The mode is chosen once per process (SKILLGRAD_SANDBOX=bwrap|landlock|hook
+forces one, and fails if it is not available) and every result says which one ran.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
+import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -39,210 +45,129 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Iterable
 
+from skillgrad_tui.core.errors import SkillgradError
+
 # Files the script may use for scratch space; never reported as outputs.
 SCRATCH_DIR = ".tmp"
-
-_BOOTSTRAP = r'''
-import os, sys
-
-def _setup(work, cpu_s, memory_mb, file_mb):
-    import resource
-
-    def limit(kind, soft, hard):
-        cur_soft, cur_hard = resource.getrlimit(kind)
-        if cur_hard != resource.RLIM_INFINITY:
-            soft, hard = min(soft, cur_hard), min(hard, cur_hard)
-        try:
-            resource.setrlimit(kind, (soft, hard))
-        except (ValueError, OSError):
-            pass
-
-    limit(resource.RLIMIT_CPU, cpu_s, cpu_s + 1)  # SIGXCPU at the soft limit, SIGKILL at the hard
-    limit(resource.RLIMIT_AS, memory_mb << 20, memory_mb << 20)
-    limit(resource.RLIMIT_FSIZE, file_mb << 20, file_mb << 20)
-    limit(resource.RLIMIT_CORE, 0, 0)
-
-    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    harmless_sinks = {"/dev/null", "/dev/stdout", "/dev/stderr"}
-    no_proc = {"os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
-               "subprocess.Popen", "os.startfile", "pty.spawn", "os.killpg", "signal.pthread_kill"}
-    no_net_prefix = ("socket.", "urllib.", "http.", "ftplib.", "smtplib.", "imaplib.", "poplib.",
-                     "nntplib.", "telnetlib.", "webbrowser.")
-    c_denied = {"fork", "vfork", "clone", "clone3", "execve", "execv", "execvp", "execl", "execlp",
-                "execle", "execvpe", "fexecve", "system", "popen", "posix_spawn", "posix_spawnp",
-                "socket", "connect", "open", "open64", "openat", "openat64", "creat", "creat64",
-                "fopen", "fopen64", "unlink", "unlinkat", "rename", "renameat", "renameat2",
-                "mkdir", "mkdirat", "rmdir", "symlink", "symlinkat", "link", "linkat", "chmod",
-                "fchmodat", "chown", "lchown", "fchownat", "truncate", "truncate64", "kill",
-                "syscall", "setrlimit", "prlimit", "prlimit64", "mknod", "mknodat", "mkfifo"}
-    # event -> position of its dir_fd argument (0: it has none)
-    attr_events = {"os.chmod": 2, "os.chown": 3, "os.utime": 3, "os.chflags": 0, "os.lchmod": 0,
-                   "os.lchflags": 0, "os.setxattr": 0, "os.removexattr": 0}
-    state = {"busy": False}
-
-    def base_dir(dir_fd):
-        if dir_fd is None or dir_fd < 0:
-            return os.getcwd()
-        return os.readlink("/proc/self/fd/%d" % dir_fd)
-
-    def resolve(path, dir_fd=None, follow=True):
-        if isinstance(path, int):
-            return os.path.realpath(os.readlink("/proc/self/fd/%d" % path))
-        p = os.fsdecode(os.fspath(path))
-        if not os.path.isabs(p):
-            p = os.path.join(base_dir(dir_fd), p)
-        if follow:
-            return os.path.realpath(p)
-        head, tail = os.path.split(p)
-        if tail in ("", ".", ".."):
-            return os.path.realpath(p)
-        return os.path.join(os.path.realpath(head), tail)
-
-    def inside(resolved, allow_root=False):
-        return resolved.startswith(work + os.sep) or (allow_root and resolved == work)
-
-    def guard(path, dir_fd=None, follow=True, what="writing", allow_root=False):
-        target = resolve(path, dir_fd, follow)
-        if not inside(target, allow_root):
-            raise PermissionError(
-                "sandbox: %s outside the work directory is not allowed: %s" % (what, target))
-
-    def fd(args, i):
-        return args[i] if len(args) > i and isinstance(args[i], int) else None
-
-    def check(event, args):
-        if event == "open":
-            path, mode, flags = args
-            if isinstance(path, int):
-                return  # wraps a descriptor that was itself opened (and checked)
-            writing = bool(flags & write_flags) or bool(mode and any(c in mode for c in "wax+"))
-            if writing and os.fsdecode(os.fspath(path)) not in harmless_sinks:
-                guard(path)
-        elif event in ("os.remove", "os.rmdir", "os.mkdir"):
-            guard(args[0], fd(args, len(args) - 1), follow=False)
-        elif event == "os.rename":
-            guard(args[0], fd(args, 2), follow=False)
-            guard(args[1], fd(args, 3), follow=False)
-        elif event == "os.symlink":
-            src, dst = args[0], args[1]
-            guard(dst, fd(args, 2), follow=False)
-            link_dir = os.path.dirname(resolve(dst, fd(args, 2), follow=False))
-            src_s = os.fsdecode(os.fspath(src))
-            guard(src_s if os.path.isabs(src_s) else os.path.join(link_dir, src_s),
-                  what="linking to a file", allow_root=True)
-        elif event == "os.link":
-            guard(args[0], fd(args, 2), what="hard-linking a file")
-            guard(args[1], fd(args, 3), follow=False)
-        elif event in attr_events:
-            index = attr_events[event]
-            guard(args[0], fd(args, index) if index else None, what="changing a file")
-        elif event == "os.truncate":
-            if not isinstance(args[0], int):
-                guard(args[0])
-        elif event in no_proc or event == "os.kill" and args[0] != os.getpid():
-            raise PermissionError("sandbox: starting or signalling processes is not allowed (%s)"
-                                  % event)
-        elif event.startswith(no_net_prefix) and event != "socket.gethostname":
-            raise PermissionError("sandbox: network access is not allowed (%s)" % event)
-        elif event in ("resource.setrlimit", "resource.prlimit"):
-            raise PermissionError("sandbox: changing resource limits is not allowed")
-        elif event == "sqlite3.connect":
-            db = args[0]
-            if isinstance(db, (str, bytes, os.PathLike)) and os.fsdecode(db) not in (":memory:", ""):
-                guard(db)
-        elif event == "ctypes.dlsym" and len(args) > 1 and args[1] in c_denied:
-            raise PermissionError("sandbox: calling %s through ctypes is not allowed" % args[1])
-
-    def hook(event, args):
-        if state["busy"]:
-            return
-        state["busy"] = True
-        try:
-            check(event, args)
-        finally:
-            state["busy"] = False
-
-    # os.mkfifo and os.mknod raise no audit event: wrap them.
-    import posix
-
-    def checked(fn):
-        def wrapper(path, *a, **kw):
-            guard(path, kw.get("dir_fd"), follow=False)
-            return fn(path, *a, **kw)
-        return wrapper
-
-    for name in ("mkfifo", "mknod"):
-        if hasattr(posix, name):
-            setattr(os, name, checked(getattr(posix, name)))
-            setattr(posix, name, getattr(os, name))
-
-    # The "open" event of os.open does not carry dir_fd, so check a relative path against it here.
-    real_open = posix.open
-
-    def checked_open(path, flags, mode=0o777, *, dir_fd=None):
-        if dir_fd is not None and flags & write_flags:
-            guard(path, dir_fd)
-        return real_open(path, flags, mode, dir_fd=dir_fd)
-
-    os.open = posix.open = checked_open
-    try:  # the C helper behind subprocess and multiprocessing, for callers that skip Popen
-        import _posixsubprocess
-
-        def refuse(*a, **kw):
-            raise PermissionError("sandbox: starting processes is not allowed")
-        _posixsubprocess.fork_exec = refuse
-    except ImportError:
-        pass
-    sys.addaudithook(hook)
+BOOT = Path(__file__).with_name("sandbox_boot.py")
+MODE_ENV = "SKILLGRAD_SANDBOX"
+MODES = ("bwrap", "landlock", "hook")
+DESCRIPTIONS = {
+    "bwrap": "bubblewrap namespaces: read-only Python and skill scripts, one writable work folder, no network",
+    "landlock": "Landlock (weaker, no bubblewrap here): file access confined by the kernel, TCP refused, "
+                "no separate namespaces",
+    "hook": "audit hook only (weak, neither bubblewrap nor Landlock here): reads are not confined and "
+            "writes are checked inside the script's own process",
+}
+SETUP_FAILED = 125  # sandbox_boot.py: a confinement that was asked for could not be set up
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
+# System files Python and openpyxl read (mimetypes opens every mime.types it finds).
+_SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/mime.types", "/etc/localtime")
 
 
-def _report(exc):
-    """Print a traceback without this bootstrap's frames (the guard's internals)."""
-    import traceback
-    te = traceback.TracebackException.from_exception(exc)
-    seen = set()
-    node = te
-    while node is not None and id(node) not in seen:
-        seen.add(id(node))
-        node.stack = traceback.StackSummary.from_list(
-            [f for f in node.stack if f.filename != __file__])
-        node = node.__cause__ or node.__context__
-    sys.stderr.write("".join(te.format()))
+class SandboxError(SkillgradError):
+    """The sandbox asked for cannot run on this machine."""
 
 
-def _run(script):
-    import linecache
-    with open(script, encoding="utf-8") as fh:
-        source = fh.read()
-    name = "script.py"
-    linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+def describe(mode: str) -> str:
+    """`mode: what it confines`, for the trajectory, the CLI and the app."""
+    return f"{mode}: {DESCRIPTIONS[mode]}"
+
+
+# --------------------------------------------------------------------------------------- the modes
+
+
+def _seccomp_arch() -> bool:
+    return sys.platform.startswith("linux") and platform.machine() in ("x86_64", "aarch64")
+
+
+def landlock_abi() -> int:
+    """Landlock ABI version of the running kernel, 0 when there is none."""
+    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "aarch64"):
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    version = libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return max(int(version), 0)
+
+
+@functools.lru_cache(maxsize=8)
+def python_paths(python: str) -> tuple[str, ...]:
+    """Folders the interpreter needs to start and import its packages (real paths)."""
+    if Path(python).resolve() == Path(sys.executable).resolve():
+        found = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    else:
+        out = subprocess.run([python, "-I", "-c", "import sys, json; print(json.dumps([sys.prefix, "
+                              "sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]))"],
+                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        found = json.loads(out.stdout) if out.returncode == 0 else []
+    found.append(str(Path(python).resolve().parent))
+    kept: list[str] = []
+    for p in sorted({os.path.realpath(x) for x in found}, key=len):  # a folder covers what is inside it
+        if not any(p == k or p.startswith(k.rstrip(os.sep) + os.sep) for k in kept):
+            kept.append(p)
+    return tuple(kept)
+
+
+def _bwrap_argv(python: str, binds_ro: list[str], workdir: Path, cmd: list[str]) -> list[str]:
+    bwrap = shutil.which("bwrap")
+    assert bwrap is not None
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
+            "--hostname", "sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    for d in _SYSTEM_DIRS:
+        if os.path.islink(d):
+            argv += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            argv += ["--ro-bind", d, d]
+    for f in _SYSTEM_FILES:
+        argv += ["--ro-bind-try", f, f]
+    for p in (*python_paths(python), *binds_ro):
+        argv += ["--ro-bind", p, p]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--bind", str(workdir), str(workdir),
+             "--remount-ro", "/", "--chdir", str(workdir), "--", *cmd]
+    return argv
+
+
+@functools.lru_cache(maxsize=8)
+def _bwrap_problem(python: str) -> str | None:
+    """Why bubblewrap cannot run our interpreter here (None: it can). Tried once per process."""
+    if not sys.platform.startswith("linux"):
+        return "not Linux"
+    if shutil.which("bwrap") is None:
+        return "bwrap is not installed (Debian/Ubuntu: apt install bubblewrap)"
+    probe = Path(tempfile.mkdtemp(prefix="skillgrad-bwrap-probe-"))
     try:
-        code = compile(source, name, "exec")
-    except SyntaxError as exc:
-        _report(exc)
-        sys.exit(1)
-    sys.argv = [name]
-    namespace = {"__name__": "__main__", "__file__": name, "__builtins__": __builtins__}
-    try:
-        exec(code, namespace)
-    except SystemExit:
-        raise
-    except BaseException as exc:
-        _report(exc)
-        sys.exit(1)
+        argv = _bwrap_argv(python, [], probe, [python, "-I", "-B", "-c", "import json"])
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap failed to start: {exc}"
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    if done.returncode != 0:
+        return f"bwrap failed: {(done.stderr.strip().splitlines() or ['exit ' + str(done.returncode)])[-1]}"
+    return None
 
 
-def _main():
-    work, script = os.path.realpath(sys.argv[1]), sys.argv[2]
-    cpu_s, memory_mb, file_mb = (int(x) for x in sys.argv[3:6])
-    sys.dont_write_bytecode = True
-    sys.path.append(work)  # lets a script import helpers it was given; appended, never shadowing
-    _setup(work, cpu_s, memory_mb, file_mb)
-    _run(script)
+def mode_problem(mode: str, python: str = sys.executable) -> str | None:
+    """None when `mode` can run here, else why not."""
+    if mode == "bwrap":
+        return _bwrap_problem(python)
+    if mode == "landlock":
+        return None if landlock_abi() >= 1 else "the kernel has no Landlock (Linux 5.13+ with it enabled)"
+    if mode == "hook":
+        return None
+    return f"unknown sandbox mode {mode!r}; use one of {', '.join(MODES)} (or auto)"
 
 
-_main()
-'''
+def choose_mode(requested: str | None = None, python: str = sys.executable) -> str:
+    """The strongest mode available ("auto"), or the one asked for (SandboxError if it cannot run)."""
+    want = (requested or os.environ.get(MODE_ENV) or "auto").strip().lower()
+    if want == "auto":
+        return next(m for m in MODES if mode_problem(m, python) is None)
+    problem = mode_problem(want, python)
+    if problem is not None:
+        raise SandboxError(f"sandbox mode {want!r} is not available: {problem}")
+    return want
 
 
 @dataclass
@@ -257,6 +182,7 @@ class SandboxResult:
     workdir: Path
     outputs: list[Path]
     seconds: float
+    mode: str = "hook"  # which confinement ran it (MODES)
     _owner: "Sandbox | None" = field(default=None, repr=False, compare=False)
 
     def cleanup(self) -> None:
@@ -336,18 +262,23 @@ def _kill_group(pgid: int) -> None:
 
 class Sandbox:
     """A work folder holding copies of `inputs`, in which scripts can run one after another
-    (the agent's tool loop: run, look at the result, fix, run again)."""
+    (the agent's tool loop: run, look at the result, fix, run again).
+
+    `skill_scripts`: the skill's scripts/ folder, readable (never writable) by the script and on
+    its import path; the only other thing of the user's it can see. `mode`: see choose_mode."""
 
     def __init__(self, inputs: Iterable[Path] = (), *, python: str = sys.executable,
-                 parent: Path | None = None) -> None:
+                 parent: Path | None = None, mode: str | None = None,
+                 skill_scripts: Path | None = None) -> None:
         self.python = python
+        self.mode = choose_mode(mode, python)
+        self.skill_scripts = skill_scripts.resolve() if skill_scripts is not None and skill_scripts.is_dir() else None
         self.root = Path(tempfile.mkdtemp(prefix="skillgrad-sandbox-", dir=parent)).resolve()
         self.workdir = self.root / "work"
         self._ctl = self.root / "ctl"
         try:
             (self.workdir / SCRATCH_DIR).mkdir(parents=True)
             self._ctl.mkdir()
-            (self._ctl / "bootstrap.py").write_text(_BOOTSTRAP, encoding="utf-8")
             self.inputs: list[Path] = []
             for src in inputs:
                 src = Path(src)
@@ -363,6 +294,10 @@ class Sandbox:
             raise
         self._baseline = self._snapshot()
         self._runs = 0
+
+    @property
+    def description(self) -> str:
+        return describe(self.mode)
 
     def _snapshot(self) -> dict[Path, str]:
         seen: dict[Path, str] = {}
@@ -385,6 +320,26 @@ class Sandbox:
         now = self._snapshot()
         return sorted(p for p, d in now.items() if self._baseline.get(p) != d)
 
+    def _command(self, config_path: Path) -> list[str]:
+        cmd = [self.python, "-I", "-B", str(BOOT), str(config_path)]
+        if self.mode != "bwrap":
+            return cmd
+        readable = [str(self._ctl), str(BOOT)] + ([str(self.skill_scripts)] if self.skill_scripts else [])
+        return _bwrap_argv(self.python, readable, self.workdir, cmd)
+
+    def _config(self, script: Path, cpu_s: int, memory_mb: int, file_mb: int) -> dict[str, object]:
+        config: dict[str, object] = {
+            "work": str(self.workdir), "script": str(script), "cpu_s": max(1, int(cpu_s)),
+            "memory_mb": max(16, int(memory_mb)), "file_mb": max(1, int(file_mb)), "open_files": 256,
+            "import_paths": [str(self.skill_scripts)] if self.skill_scripts else [],
+            "seccomp": _seccomp_arch(), "landlock": None,
+        }
+        if self.mode == "landlock":
+            read = [*_SYSTEM_DIRS, *_SYSTEM_FILES, *python_paths(self.python), str(self._ctl), str(BOOT)]
+            read += [str(self.skill_scripts)] if self.skill_scripts else []
+            config["landlock"] = {"read": read, "rw_files": ["/dev/null", "/dev/zero", "/dev/urandom"]}
+        return config
+
     def run(self, code: str, *, timeout_s: float = 30, cpu_s: int = 20, memory_mb: int = 1024,
             max_output_chars: int = 4000, max_file_mb: int = 256) -> SandboxResult:
         """Run `code` with the work folder as its current directory."""
@@ -393,6 +348,8 @@ class Sandbox:
         self._runs += 1
         script = self._ctl / f"script_{self._runs}.py"
         script.write_text(code, encoding="utf-8")
+        config_path = self._ctl / f"run_{self._runs}.json"
+        config_path.write_text(json.dumps(self._config(script, cpu_s, memory_mb, max_file_mb)), encoding="utf-8")
         scratch = str(self.workdir / SCRATCH_DIR)
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch,
@@ -401,14 +358,12 @@ class Sandbox:
             # one thread each: BLAS pools reserve address space against RLIMIT_AS
             "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
         }
-        cmd = [self.python, "-I", "-B", str(self._ctl / "bootstrap.py"), str(self.workdir),
-               str(script), str(max(1, int(cpu_s))), str(max(16, int(memory_mb))),
-               str(max(1, int(max_file_mb)))]
+        if self.skill_scripts is not None:
+            env["SKILL_SCRIPTS"] = str(self.skill_scripts)
         keep = max(1024, max_output_chars * 4)
         started = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = subprocess.Popen(self._command(config_path), cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         assert proc.stdout is not None and proc.stderr is not None
         out, err = _Capture(proc.stdout, keep), _Capture(proc.stderr, keep)
         out.start()
@@ -420,17 +375,20 @@ class Sandbox:
             timed_out = True
         finally:
             _kill_group(proc.pid)  # also reaps anything the script left behind
+            proc.kill()  # a script that left the group (setsid) is still our child
             proc.wait()
         out.join(5)
         err.join(5)
         seconds = time.monotonic() - started
         stderr = err.text(max_output_chars)
+        rc = proc.returncode
+        if self.mode == "bwrap" and rc > 128 and not timed_out:
+            rc = -(rc - 128)  # bwrap reports a child killed by signal N as exit 128 + N
         return SandboxResult(
-            returncode=proc.returncode, stdout=out.text(max_output_chars), stderr=stderr,
+            returncode=rc, stdout=out.text(max_output_chars), stderr=stderr,
             timed_out=timed_out,
-            killed_reason=_reason(proc.returncode, timed_out, err, timeout_s, cpu_s, memory_mb,
-                                  max_file_mb),
-            workdir=self.workdir, outputs=self.outputs(), seconds=seconds)
+            killed_reason=_reason(rc, timed_out, err, timeout_s, cpu_s, memory_mb, max_file_mb),
+            workdir=self.workdir, outputs=self.outputs(), seconds=seconds, mode=self.mode)
 
     def cleanup(self) -> None:
         def force(func, path, _exc):  # type: ignore[no-untyped-def]
@@ -467,6 +425,9 @@ def _reason(rc: int, timed_out: bool, err: _Capture, timeout_s: float, cpu_s: in
     """Which limit stopped the script, if any, in words the model can act on."""
     if timed_out:
         return f"wall-clock limit of {timeout_s:g} s reached; the script was killed"
+    if rc == SETUP_FAILED:
+        end = bytes(err.tail or err.head).decode("utf-8", "replace").strip().splitlines()
+        return f"the sandbox could not be set up ({end[-1] if end else 'no message'})"
     if rc == -signal.SIGXCPU:
         return f"CPU time limit of {cpu_s} s reached"
     if rc == -signal.SIGKILL:
@@ -486,13 +447,13 @@ def _reason(rc: int, timed_out: bool, err: _Capture, timeout_s: float, cpu_s: in
 
 def run_python(code: str, inputs: list[Path], *, timeout_s: float = 30, cpu_s: int = 20,
                memory_mb: int = 1024, max_output_chars: int = 4000, max_file_mb: int = 256,
-               python: str = sys.executable) -> SandboxResult:
+               python: str = sys.executable, mode: str | None = None) -> SandboxResult:
     """Run `code` once in a fresh sandbox holding copies of `inputs`.
 
     The caller reads `result.outputs` and then calls `result.cleanup()` (or uses the result as
     a context manager) to remove the sandbox folder.
     """
-    box = Sandbox(inputs, python=python)
+    box = Sandbox(inputs, python=python, mode=mode)
     try:
         result = box.run(code, timeout_s=timeout_s, cpu_s=cpu_s, memory_mb=memory_mb,
                          max_output_chars=max_output_chars, max_file_mb=max_file_mb)

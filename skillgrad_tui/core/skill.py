@@ -5,7 +5,8 @@ scripts/ hold text loaded on demand (L3); assets/ (and any other file) is listed
 never loaded as text. Everything that refuses a folder raises SkillError naming file and line;
 nothing here writes inside the skill folder except `apply_patch` / `restore_snapshot`, through
 the journalled writer in atomic.py. Our own state (journal, lock) lives in
-<parent>/.skillgrad/journal, never inside the skill folder.
+<parent>/.skillgrad/journal, never inside the skill folder. Version-control metadata and what
+.gitignore names are not skill content (vcs.py): never hashed, written, moved or deleted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import fnmatch
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+import shlex
+import shutil
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, NamedTuple
@@ -23,6 +26,7 @@ import yaml
 
 from skillgrad_tui.core import atomic
 from skillgrad_tui.core.errors import EditError, SkillError
+from skillgrad_tui.core.vcs import VCS_NAMES, IgnoreRules
 
 Layer = Literal["L1", "L2", "L3"]
 
@@ -75,6 +79,8 @@ class Skill:
     problems: list[Problem]  # warnings found while loading
     asset_digests: dict[str, str] = field(default_factory=dict, repr=False)  # path -> sha256 hex
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    # What is not skill content in the user's folder (None for stored versions: all of it is).
+    ignore: IgnoreRules | None = field(default=None, repr=False, compare=False)
 
     @property
     def hash(self) -> str:
@@ -308,18 +314,34 @@ def is_ignored_name(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, pat) for pat in EDITOR_TEMP_PATTERNS)
 
 
-def _scan(root: Path) -> tuple[list[str], list[Problem]]:
-    """Every content file under root (sorted posix paths). Refuses links that leave the folder,
-    broken links and special files; skips our temps, caches and (with a warning) linked dirs."""
-    found: list[str] = []
-    problems: list[Problem] = []
+def walk_content(root: Path, rules: IgnoreRules | None) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """os.walk over what may be skill content: our temps, caches, editor files, VCS metadata and
+    (with `rules`) what .gitignore names are left out, ignored folders not entered. Top-down, so a
+    caller may prune `dirnames` further."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
-        for name in sorted(dirnames):
+        rel = here.relative_to(root).as_posix()
+        prefix = "" if rel == "." else rel + "/"
+
+        def skip(name: str, is_dir: bool) -> bool:
+            if is_ignored_name(name) or name in VCS_NAMES:
+                return True
+            return rules is not None and rules.ignored(prefix + name, is_dir=is_dir)
+
+        dirnames[:] = sorted(d for d in dirnames if not skip(d, True))
+        yield here, dirnames, [f for f in filenames if not skip(f, False)]
+
+
+def _scan(root: Path, rules: IgnoreRules | None) -> tuple[list[str], list[Problem]]:
+    """Every content file under root (sorted posix paths). Refuses links that leave the folder,
+    broken links and special files; skips what walk_content leaves out and (with a warning)
+    linked dirs."""
+    found: list[str] = []
+    problems: list[Problem] = []
+    for here, dirnames, filenames in walk_content(root, rules):
+        for name in list(dirnames):
             full = here / name
-            if name in IGNORED_NAMES:
-                dirnames.remove(name)
-            elif full.is_symlink():
+            if full.is_symlink():
                 target = full.resolve()
                 if not _inside(target, root):
                     raise SkillError(f"symlink resolves outside the skill folder (to {target})", full)
@@ -327,8 +349,6 @@ def _scan(root: Path) -> tuple[list[str], list[Problem]]:
                 dirnames.remove(name)
         for name in filenames:
             full = here / name
-            if is_ignored_name(name):
-                continue
             if full.is_symlink():
                 target = full.resolve()
                 if not _inside(target, root):
@@ -362,7 +382,8 @@ def _decode(path: Path, data: bytes, max_file_bytes: int) -> str:
 
 
 def _assemble(
-    root: Path, files: dict[str, str], asset_digests: dict[str, str], max_file_bytes: int, extra: list[Problem]
+    root: Path, files: dict[str, str], asset_digests: dict[str, str], max_file_bytes: int, extra: list[Problem],
+    ignore: IgnoreRules | None = None,
 ) -> Skill:
     """Build and check a Skill from in-memory content (disk loads and edit previews share this)."""
     md = root / SKILL_MD
@@ -386,6 +407,7 @@ def _assemble(
         problems=[],
         asset_digests=asset_digests,
         max_file_bytes=max_file_bytes,
+        ignore=ignore,
     )
     skill.problems = extra + _warnings(root, parsed, files, skill.assets)
     return skill
@@ -399,11 +421,12 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _load_unlocked(root: Path, max_file_bytes: int) -> Skill:
+def _load_unlocked(root: Path, max_file_bytes: int, honour_ignores: bool = True) -> Skill:
     root = root.resolve()
     if not root.is_dir():
         raise SkillError("skill folder does not exist or is not a folder", root)
-    rels, problems = _scan(root)
+    rules = IgnoreRules(root) if honour_ignores else None
+    rels, problems = _scan(root, rules)
     texts: dict[str, str] = {}
     digests: dict[str, str] = {}
     for rel in rels:
@@ -415,24 +438,32 @@ def _load_unlocked(root: Path, max_file_bytes: int) -> Skill:
             texts[rel] = _decode(path, path.read_bytes(), max_file_bytes)
         else:
             digests[rel] = _file_digest(path)
-    return _assemble(root, texts, digests, max_file_bytes, problems)
+    return _assemble(root, texts, digests, max_file_bytes, problems, rules)
+
+
+class PendingWrite(SkillError):
+    """A write of the skill was committed (its journal exists) but not finished: a crash."""
+
+
+def recover_command(root: Path) -> str:
+    return f"skillgrad recover {shlex.quote(str(Path(root)))}"
 
 
 def _refuse_pending(root: Path, journal_dir: Path) -> None:
     pending = atomic.pending_journal(root, journal_dir)
     if pending is not None:
-        raise SkillError(
-            f"an interrupted write of {root} is pending; run recovery (skill.recover) before loading", pending
-        )
+        raise PendingWrite(f"an interrupted write of this skill is pending (a crash after its commit point); "
+                           f"`{recover_command(root)}` finishes it", root)
 
 
-def load_skill(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Skill:
+def load_skill(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, honour_ignores: bool = True) -> Skill:
     """Read and check a skill folder. Raises SkillError (file and line) for anything that breaks
-    the format; softer findings end up in `skill.problems`."""
+    the format; softer findings end up in `skill.problems`. `honour_ignores=False` is for stored
+    versions, whose every file is content."""
     jdir = default_journal_dir(root)
     with atomic.folder_lock(root, jdir, exclusive=False):  # never read half of a patch
         _refuse_pending(root, jdir)
-        return _load_unlocked(root, max_file_bytes)
+        return _load_unlocked(root, max_file_bytes, honour_ignores)
 
 
 def validate_skill(skill: Skill) -> list[Problem]:
@@ -513,10 +544,16 @@ def _apply_one(skill: Skill, edit: Edit, current: dict[str, str]) -> None:
         if not _is_text_path(rel) or rel == SKILL_MD:
             raise EditError("new files may only be created under references/ or scripts/", path)
         parts = PurePosixPath(rel).parts
-        if atomic.is_temp_name(parts[-1]) or any(part in IGNORED_NAMES for part in parts):
+        if atomic.is_temp_name(parts[-1]) or any(part in IGNORED_NAMES or part in VCS_NAMES for part in parts):
             raise EditError("reserved file name", path)
         if not edit.new.strip():
             raise EditError("a new file needs content", path)
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if i < len(parts) and (skill.root / sub).is_symlink():
+                raise EditError(f"{sub} is a symbolic link: files are never written through a link", path)
+            if skill.ignore is not None and skill.ignore.ignored(sub, is_dir=i < len(parts)):
+                raise EditError(".gitignore names this path, so it would not be part of the skill", path)
         for parent in PurePosixPath(rel).parents:
             if parent.as_posix() in current or parent.as_posix() in skill.assets:
                 raise EditError(f"{parent} is a file, not a folder", path)
@@ -576,7 +613,7 @@ def apply_edits_in_memory(skill: Skill, edits: list[Edit]) -> dict[str, str]:
         if size > skill.max_file_bytes:
             raise EditError(f"result would be {size} bytes, over the limit of {skill.max_file_bytes}", skill.root / rel)
     try:
-        _assemble(skill.root, current, dict(skill.asset_digests), skill.max_file_bytes, [])
+        _assemble(skill.root, current, dict(skill.asset_digests), skill.max_file_bytes, [], skill.ignore)
     except SkillError as exc:
         raise EditError(f"result would not load: {exc.message}", exc.path, exc.line) from None
     return changed
@@ -594,22 +631,38 @@ def check_edit(skill: Skill, edit: Edit) -> str | None:
 # ---------------------------------------------------------------------------- writes and versions
 
 
-def apply_patch(root: Path, patch: Patch, *, journal_dir: Path | None = None) -> Skill:
-    """Check every edit against the skill as it is on disk now, then write all files at once."""
+class SkillChanged(SkillError):
+    """The skill on disk is not the version a writer expected (someone else changed it)."""
+
+    def __init__(self, root: Path, expected: str, found: str) -> None:
+        self.expected = expected
+        self.found = found
+        super().__init__(f"skill on disk is {found[:12]}, not the expected {expected[:12]}", root)
+
+
+def apply_patch(root: Path, patch: Patch, *, expect_hash: str | None = None, journal_dir: Path | None = None,
+                writer: str | None = None) -> Skill:
+    """Check every edit against the skill as it is on disk now, then write all files at once.
+
+    With `expect_hash`, the skill on disk must be that version: the check and the write happen
+    under one exclusive lock, so no other writer can slip in between (SkillChanged otherwise).
+    `writer` (e.g. "run X, step 3") is recorded in the journal for `skillgrad recover`."""
     jdir = journal_dir or default_journal_dir(root)
     with atomic.folder_lock(root, jdir, exclusive=True):
         atomic.recover_folder(root, jdir)
         skill = _load_unlocked(root, DEFAULT_MAX_FILE_BYTES)
+        if expect_hash is not None and skill.hash != expect_hash:
+            raise SkillChanged(skill.root, expect_hash, skill.hash)
         changed = apply_edits_in_memory(skill, patch.edits)
         if changed:
             atomic.write_files_atomically(
-                skill.root, {p: t.encode("utf-8") for p, t in changed.items()}, journal_dir=jdir
+                skill.root, {p: t.encode("utf-8") for p, t in changed.items()}, journal_dir=jdir, writer=writer
             )
         return _load_unlocked(root, skill.max_file_bytes)
 
 
 def _read_snapshot(root: Path) -> dict[str, bytes]:
-    rels, _ = _scan(root)
+    rels, _ = _scan(root, IgnoreRules(root))
     return {rel: (root / rel).read_bytes() for rel in rels}
 
 
@@ -632,7 +685,7 @@ def _check_snapshot(root: Path, files: Mapping[str, bytes]) -> None:
         p = PurePosixPath(rel)
         if not rel or p.is_absolute() or p.as_posix() != rel or any(x in ("..", ".") for x in p.parts) or "\\" in rel:
             raise SkillError(f"snapshot path {rel!r} is not a clean relative path", root)
-        if atomic.is_temp_name(p.name) or any(x in IGNORED_NAMES for x in p.parts):
+        if atomic.is_temp_name(p.name) or any(x in IGNORED_NAMES or x in VCS_NAMES for x in p.parts):
             raise SkillError(f"snapshot holds a reserved file name {rel!r}", root / rel)
         if _is_text_path(rel):
             texts[rel] = _decode(root / rel, data, DEFAULT_MAX_FILE_BYTES)
@@ -641,24 +694,73 @@ def _check_snapshot(root: Path, files: Mapping[str, bytes]) -> None:
     _assemble(root, texts, digests, DEFAULT_MAX_FILE_BYTES, [])
 
 
-def restore_snapshot(root: Path, files: dict[str, bytes], *, journal_dir: Path | None = None) -> Skill:
-    """Make the folder hold exactly `files` (atomically); files not in the snapshot are removed."""
+@dataclass
+class Restored:
+    """What a restore did. Nothing of the user's is lost: every file the restore removed or
+    overwrote was first copied (fsynced) into `set_aside`, under its path in the skill."""
+
+    skill: Skill
+    removed: list[str]  # files the version does not have: moved to set_aside
+    replaced: list[str]  # files overwritten with the version's content: old content in set_aside
+    set_aside: Path | None  # None when nothing was removed or replaced
+
+    @property
+    def hash(self) -> str:
+        return self.skill.hash
+
+
+def _copy_aside(root: Path, rels: list[str], dest: Path) -> None:
+    for rel in rels:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, target, follow_symlinks=False)
+        if not target.is_symlink():
+            with open(target, "rb") as f:
+                os.fsync(f.fileno())
+    for folder in {(dest / rel).parent for rel in rels} | {dest}:
+        atomic.fsync_dir(folder)
+
+
+def restore_snapshot(root: Path, files: dict[str, bytes], *, set_aside: Path | None = None,
+                     journal_dir: Path | None = None, writer: str | None = None) -> Restored:
+    """Make the folder's content exactly `files` (atomically). VCS metadata and ignored files are
+    not content and stay as they are. Every content file that is removed or overwritten is first
+    copied into `set_aside`; without one, a restore that would remove a file is refused."""
     root = root.resolve()
     _check_snapshot(root, files)
+    if set_aside is not None and _inside(set_aside.resolve(), root):
+        raise SkillError("the folder for set-aside files must be outside the skill folder", set_aside)
     jdir = journal_dir or default_journal_dir(root)
     root.mkdir(exist_ok=True)
     with atomic.folder_lock(root, jdir, exclusive=True):
         atomic.recover_folder(root, jdir)
         current = _read_snapshot(root)
+        rules = IgnoreRules(root)
+        hidden = sorted(p for p in files if p not in current and (root / p).exists() and rules.ignored(p))
+        if hidden:
+            raise SkillError(f"the version has {hidden[0]}, which .gitignore names in the folder now; "
+                             "move that file away first", root / hidden[0])
         writes = {p: b for p, b in files.items() if current.get(p) != b}
-        deletes = [p for p in current if p not in files]
+        deletes = sorted(p for p in current if p not in files)
+        replaced = sorted(p for p in writes if p in current)
+        if deletes and set_aside is None:
+            listed = ", ".join(deletes[:5]) + (f" and {len(deletes) - 5} more" if len(deletes) > 5 else "")
+            raise SkillError(f"restoring would remove {len(deletes)} file(s) that the version does not have "
+                             f"({listed}); give a folder to keep them in", root)
+        kept_in: Path | None = None
+        if set_aside is not None and (deletes or replaced):
+            _copy_aside(root, deletes + replaced, set_aside)
+            kept_in = set_aside
         if writes or deletes:
-            atomic.write_files_atomically(root, writes, deletes, journal_dir=jdir)
-        return _load_unlocked(root, DEFAULT_MAX_FILE_BYTES)
+            atomic.write_files_atomically(root, writes, deletes, journal_dir=jdir, writer=writer)
+        return Restored(_load_unlocked(root, DEFAULT_MAX_FILE_BYTES), deletes, replaced, kept_in)
 
 
 def recover(root: Path, *, journal_dir: Path | None = None) -> str | None:
-    """Finish an interrupted write (roll forward) and remove stray temps; None if nothing to do."""
+    """Finish an interrupted write (roll forward) and remove stray temps; None if nothing to do.
+    The account says which: a committed write is finished, an uncommitted one undone."""
     jdir = journal_dir or default_journal_dir(root)
+    if not jdir.is_dir():  # no journal and no writer: only stray temps to drop; create nothing
+        return atomic.recover_folder(root, jdir)
     with atomic.folder_lock(root, jdir, exclusive=True):
         return atomic.recover_folder(root, jdir)

@@ -23,37 +23,36 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from skillgrad_tui.core.skill import content_hash, is_ignored_name
+from skillgrad_tui.core.skill import content_hash, is_ignored_name, walk_content
+from skillgrad_tui.core.vcs import VCS_NAMES, IgnoreRules
 
 # Editor droppings: vim swap/backup files and its 4913 write probe, emacs lock/backup files, temps.
 MISSING = "missing"  # folder_hash of a folder that does not exist (or is not readable)
 
 
 def is_ignored_path(root: Path, path: str | os.PathLike[str]) -> bool:
-    """Ignored if outside root, or if any part of it below root is an ignored name."""
+    """Ignored if outside root, or if any part of it below root is an ignored name (our temps,
+    editor files, VCS metadata: a commit or a tag is not a change to the skill)."""
     try:
         rel = Path(os.fsdecode(path)).resolve().relative_to(root)
     except (ValueError, OSError):
         return True
-    return any(is_ignored_name(part) for part in rel.parts)
+    return any(is_ignored_name(part) or part in VCS_NAMES for part in rel.parts)
 
 
 def folder_hash(root: Path) -> str:
-    """Content hash of the folder without editor temps; equals `Skill.hash` of a clean folder.
+    """Content hash of the folder without editor temps, VCS metadata and what .gitignore names;
+    equals `Skill.hash` of a clean folder.
 
     Never raises: a file deleted while we read is skipped (the next event re-hashes), an
     unreadable or absent folder hashes to MISSING, and an unreadable file to a per-path marker.
     """
-    root = Path(root)
+    root = Path(root).resolve()
     if not root.is_dir():
         return MISSING
     files: dict[str, bytes] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not is_ignored_name(d))
-        here = Path(dirpath)
+    for here, _dirnames, filenames in walk_content(root, IgnoreRules(root)):
         for name in filenames:
-            if is_ignored_name(name):
-                continue
             full = here / name
             rel = full.relative_to(root).as_posix()
             try:

@@ -37,7 +37,7 @@ from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, Cand
                                        StepFinished, StepStarted, TaskFinished, TaskStarted, VersionSaved,
                                        Warning_)
 from skillgrad_tui.core.llm.base import Backend, CancelToken
-from skillgrad_tui.core.skill import Skill, load_skill
+from skillgrad_tui.core.skill import PendingWrite, Skill, load_skill
 from skillgrad_tui.core.watcher import SkillWatcher, folder_hash
 from skillgrad_tui.tui.commands import PaletteCommand, SkillgradCommands
 from skillgrad_tui.tui.screens.help import HelpScreen, _bindings
@@ -92,6 +92,7 @@ class SkillgradApp(App[int]):
         Binding("escape", "cancel", "Cancel", id="run.cancel"),
         Binding("w", "toggle_watch", "Watch", id="watch.toggle"),
         Binding("g", "cycle_gate", "Gate", show=False, id="run.gate"),
+        Binding("R", "recover", "Recover", show=False, id="skill.recover"),
         Binding("f1,question_mark", "help", "Help", key_display="F1", id="app.help"),
         Binding("ctrl+t", "change_theme", "Theme", show=False, id="app.theme"),
         Binding("z", "zoom", "Zoom pane", show=False, id="app.zoom"),
@@ -204,7 +205,8 @@ class SkillgradApp(App[int]):
         else:
             suite = "suite …"
         watch = "watch+opt" if self.watcher and self.watch_optimize else "watch" if self.watcher else "watch off"
-        self.sub_title = f"{self.session.skill_path.name} · {suite} · gate {self.gate} · {watch}"
+        self.sub_title = (f"{self.session.skill_path.name} · {suite} · {self.session.model_summary()} · "
+                          f"gate {self.gate} · {watch}")
 
     # -- skill and suite ---------------------------------------------------------------------------
 
@@ -215,9 +217,28 @@ class SkillgradApp(App[int]):
                 self.skill_pane.show_skill(skill)  # re-highlighting is the costly part: only on change
             self.skill = skill
         except SkillgradError as exc:
+            fresh = not isinstance(self.skill_pane.error, PendingWrite)  # say it once, not on every reload
             self.skill = None
             self.skill_pane.show_skill(None, exc)
+            if isinstance(exc, PendingWrite) and fresh:
+                self.notify("an interrupted write of the skill is pending: press R (or 'Recover' in ctrl+p) "
+                            "to finish it", title="Recovery needed", severity="warning", timeout=15)
         return self.skill
+
+    def action_recover(self) -> None:
+        """Finish or undo a write of the skill that a crash interrupted, and say which."""
+        from skillgrad_tui.core.recovery import recover_skill
+
+        if self.running:
+            self.notify("a run is in progress; it finishes its own writes", severity="warning")
+            return
+        try:
+            account = recover_skill(self.session.skill_path, command="skillgrad tui (recover)")
+        except SkillgradError as exc:
+            self.notify(str(exc), title="Recovery failed", severity="error", timeout=15)
+            return
+        self.notify(account, title="Recover")
+        self.reload_skill()
 
     @work(thread=True, group="suite", exit_on_error=False)
     def _load_suite(self) -> None:
@@ -250,7 +271,8 @@ class SkillgradApp(App[int]):
             self.notify(self.suite_error, title="No task suite", severity="error")
             return False
         if self.reload_skill() is None:
-            self.notify("the skill does not load; fix it first (see the skill pane)", severity="error")
+            if not isinstance(self.skill_pane.error, PendingWrite):  # that one has its own notice
+                self.notify("the skill does not load; fix it first (see the skill pane)", severity="error")
             return False
         self.cancel_token = CancelToken()
         self.run_kind = kind
@@ -410,6 +432,7 @@ class SkillgradApp(App[int]):
             self.progress.end("error")
             self.notify(message.detail, title=f"{message.kind} failed", severity="error", timeout=15)
         self.run_kind = None
+        self._update_subtitle()  # the header names the device once the model has loaded
         self.refresh_bindings()
         self.reload_skill()
         if self._pending_change is not None:
@@ -468,7 +491,8 @@ class SkillgradApp(App[int]):
 
     # -- actions -----------------------------------------------------------------------------------
 
-    MAIN_ONLY = frozenset({"optimize", "evaluate", "resume", "toggle_watch", "cycle_gate", "zoom", "show_pane"})
+    MAIN_ONLY = frozenset({"optimize", "evaluate", "resume", "toggle_watch", "cycle_gate", "zoom", "show_pane",
+                           "recover"})
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Main-screen actions are hidden on the review, trajectory and help screens (where
@@ -596,6 +620,8 @@ class SkillgradApp(App[int]):
                            "What a change in watch mode starts", self.action_toggle_watch_optimize),
             PaletteCommand("Cycle gate", f"Now '{self.gate}'; ask → validation → all (g)", self.action_cycle_gate),
             PaletteCommand("Reload skill", "Read the skill folder again", self.reload_skill),
+            PaletteCommand("Recover interrupted write", "Finish or undo a write of the skill that a crash "
+                           "interrupted, and say which (R)", self.action_recover),
             PaletteCommand("Show skill pane", "(1)", lambda: self.action_show_pane("skill")),
             PaletteCommand("Show trajectories", "(2)", lambda: self.action_show_pane("trajectories")),
             PaletteCommand("Show gradients", "(3)", lambda: self.action_show_pane("gradients")),

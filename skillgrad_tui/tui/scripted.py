@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from skillgrad_tui.core.edit_menu import scripted_answer
-from skillgrad_tui.core.llm.base import Backend, CompletionRequest, ScriptedBackend
+from skillgrad_tui.core.llm.base import Backend, CompletionRequest
+from skillgrad_tui.core.llm.scripted import ScriptedBackend
 
 THEMES = {  # labels from the failure-class vocabulary (core/failures.py)
     "count": {"label": "picked the wrong value", "anchor": "Counting and arithmetic",

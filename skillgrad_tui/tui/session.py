@@ -33,15 +33,13 @@ def default_suite_path(skill_path: Path, suite: Path | None, config: Config) -> 
 
 def default_backend_factory(config: Config, model: str | None, no_cache: bool) -> BackendFactory:
     """The real backends; one instance per distinct model, so task and optimiser share weights."""
-    from skillgrad_tui.core.llm.factory import make_backend, resolve_model
+    from skillgrad_tui.core.llm.factory import backend_identity, make_backend
 
     def factory(role: str) -> Backend:
-        return make_backend(config, model, use_cache=not no_cache, role=role)
+        return make_backend(config.backend_settings(model, role=role, use_cache=not no_cache))
 
     def key(role: str) -> str:
-        if config.get("server", "url"):
-            return f"server:{model or config.get('server', 'model')}"
-        return str(resolve_model(config, model, role).path)
+        return backend_identity(config.backend_settings(model, role=role))
 
     factory.key = key  # type: ignore[attr-defined]
     return factory
@@ -129,6 +127,18 @@ class Session:
                 self._backends[key] = self.backend_factory(role)
             return self._backends[key]
 
+    def model_summary(self) -> str:
+        """The task model and where it runs, for the app's header: "gemma3-270m · CPU" once loaded."""
+        url = self.config.get("server", "url")
+        if url:
+            return f"{self.model or self.config.get('server', 'model') or 'server model'} @ {url}"
+        name = self.model or self.config.get("model", "default")
+        name = Path(name).stem if name.endswith(".gguf") else name
+        with self._lock:
+            loaded = list(self._backends.values())
+        device = next((getattr(getattr(b, "inner", b), "device", None) for b in loaded), None)
+        return f"{name} · {device}" if device else name
+
     def agent_settings(self) -> Any:
         from skillgrad_tui.core.agent import AgentSettings
 
@@ -183,7 +193,7 @@ class Session:
             early_stop=c.get("optimize", "early_stop"), l2_max_chars=c.get("optimize", "l2_max_chars"),
             candidates=c.get("optimize", "candidates"), gate_k=float(c.get("optimize", "gate_k")),
             val_repeats=c.get("optimize", "val_repeats"), parent_selection=c.get("optimize", "parent"),
-            run_dir=run_dir, resume=resume)
+            run_dir=run_dir, resume=resume, git_commit=c.get("optimize", "git_commit"))
 
     def optimize(self, gate: str, run_dir: Path | None, *, sink: Callable[[Any], None],
                  cancel: CancelToken | None, review: Callable[[Any], Any] | None = None,

@@ -19,6 +19,7 @@ from skillgrad_tui.core.errors import Cancelled, SkillgradError
 from skillgrad_tui.core.events import Event, null_sink
 from skillgrad_tui.core.llm.base import Backend, CancelToken
 from skillgrad_tui.core.skill import load_skill
+from skillgrad_tui.core.skill_lock import SkillLock
 from skillgrad_tui.core.watcher import SkillWatcher, folder_hash
 from skillgrad_tui.tui.session import Session, new_run_dir
 
@@ -86,6 +87,15 @@ class WatchLoop:
 
     def run(self, *, initial: bool = True, stop: Callable[[], bool] = lambda: False) -> int:
         self.session.suite()  # fail fast on a missing or broken suite
+        # A session that re-optimises writes the skill: it is the one writer for as long as it runs.
+        lock = SkillLock(self.session.skill_path).acquire() if self.optimize else None
+        try:
+            return self._run(initial, stop)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self, initial: bool, stop: Callable[[], bool]) -> int:
         watcher = SkillWatcher(self.session.skill_path, self.changes.put, debounce_s=self.debounce_s,
                                ignore_hash=lambda: self._own_hash)
         self.say(f"watching {self.session.skill_path} (suite {self.session.suite_path}, split {self.split}); "

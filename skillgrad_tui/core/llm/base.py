@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -131,7 +131,7 @@ class CancelToken:
         return self._event.is_set()
 
     def raise_if_cancelled(self) -> None:
-        from skillgrad_tui.core.errors import Cancelled
+        from skillgrad_tui.errors import Cancelled
 
         if self._event.is_set():
             raise Cancelled()
@@ -174,36 +174,3 @@ class WrappedBackend:
 
     def close(self) -> None:
         self.inner.close()
-
-
-@dataclass
-class ScriptedBackend:
-    """A deterministic backend for unit tests: answers come from a function of the request.
-
-    It honours the same contract as the real backends (schema validation included), so code
-    tested against it runs unchanged on a model. Never used outside tests and examples.
-    """
-
-    respond: Any  # Callable[[CompletionRequest], str]
-    model_id: str = "scripted"
-    n_ctx: int = 32768
-    calls: list[CompletionRequest] = field(default_factory=list)
-
-    def complete(self, request: CompletionRequest, cancel: CancelToken | None = None) -> Completion:
-        from skillgrad_tui.core.llm.jsonout import complete_with_schema
-
-        def once(req: CompletionRequest) -> Completion:
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            self.calls.append(req)
-            text = str(self.respond(req))
-            prompt_len = self.count_tokens(req.prompt or "".join(m.content for m in req.messages or ()))
-            return Completion(text=text, usage=Usage(prompt_len, 0, self.count_tokens(text), 0.0))
-
-        return complete_with_schema(once, request)
-
-    def count_tokens(self, text: str) -> int:
-        return max(1, len(text) // 4)
-
-    def close(self) -> None:
-        pass

@@ -1,45 +1,45 @@
-"""Build the backend a command asked for: config + `--model` + `--no-cache` -> a Backend."""
+"""Build the backend that typed settings describe: a local model (in a worker process or in this
+one) or a server, wrapped in the response cache."""
 
 from __future__ import annotations
 
-import os
-
-from skillgrad_tui.config import Config
 from skillgrad_tui.core.llm.base import Backend
 from skillgrad_tui.core.llm.models import ModelInfo, resolve
+from skillgrad_tui.core.llm.settings import BackendSettings
 
 
-def resolve_model(config: Config, spec: str | None = None, role: str = "task") -> ModelInfo:
-    """`--model` wins, then [model] optimizer (for optimiser roles), then [model] default."""
-    if spec is None and role == "optimizer":
-        spec = config.get("model", "optimizer") or None
-    return resolve(spec or config.get("model", "default"), config.models)
+def resolve_model(settings: BackendSettings) -> ModelInfo:
+    return resolve(settings.local.model, dict(settings.local.models))
 
 
-def make_backend(config: Config, spec: str | None = None, *, use_cache: bool = True,
-                 role: str = "task") -> Backend:
+def backend_identity(settings: BackendSettings) -> str:
+    """Equal for settings that would load the same weights, so that roles can share one backend."""
+    if settings.server is not None:
+        return f"server:{settings.server.url}:{settings.server.model or ''}"
+    return f"local:{resolve_model(settings).path}"
+
+
+def make_backend(settings: BackendSettings) -> Backend:
     from skillgrad_tui.core.llm.cache import CachedBackend, ResponseCache
 
     backend: Backend
-    url = config.get("server", "url")
-    if url:
+    if settings.server is not None:
         from skillgrad_tui.core.llm.http_backend import HttpBackend
 
-        key_env = config.get("server", "api_key_env")
-        backend = HttpBackend(url, spec or config.get("server", "model") or None,
-                              api_key=os.environ.get(key_env) if key_env else None,
-                              timeout_s=float(config.get("server", "timeout_s")),
-                              retries=config.get("server", "retries"),
-                              max_concurrency=config.get("server", "max_concurrency"))
+        s = settings.server
+        backend = HttpBackend(s.url, s.model, api_key=s.api_key, timeout_s=s.timeout_s, retries=s.retries,
+                              max_concurrency=s.max_concurrency)
     else:
-        from skillgrad_tui.core.llm.llama_backend import LlamaBackend
+        local = settings.local
+        info = resolve_model(settings)
+        options = dict(model_id=f"sha256:{info.sha256}", n_ctx=local.n_ctx, n_threads=local.n_threads,
+                       n_gpu_layers=local.n_gpu_layers, n_batch=local.n_batch, repack=local.repack)
+        if local.isolate:
+            from skillgrad_tui.core.llm.worker_backend import WorkerBackend
 
-        info = resolve_model(config, spec, role)
-        backend = LlamaBackend(info.path, model_id=f"sha256:{info.sha256}",
-                               n_ctx=config.get("model", "n_ctx"),
-                               n_threads=config.get("model", "n_threads"),
-                               n_gpu_layers=config.get("model", "n_gpu_layers"),
-                               n_batch=config.get("model", "n_batch"))
-    cache_path = config.get("cache", "path")
-    cache = ResponseCache(config.resolve_path(cache_path) if cache_path else None)
-    return CachedBackend(backend, cache, enabled=use_cache and bool(config.get("cache", "enabled")))
+            backend = WorkerBackend(info.path, label=info.name, **options)  # type: ignore[arg-type]
+        else:
+            from skillgrad_tui.core.llm.llama_backend import LlamaBackend
+
+            backend = LlamaBackend(info.path, **options)  # type: ignore[arg-type]
+    return CachedBackend(backend, ResponseCache(settings.cache_path), enabled=settings.cache)

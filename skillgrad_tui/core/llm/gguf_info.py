@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from skillgrad_tui.core.errors import ModelError
+from skillgrad_tui.core.llm.errors import ModelError
 
 _MAGIC = b"GGUF"
 # GGUF value types -> struct format (scalars only); 8 = string, 9 = array.

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from skillgrad_tui.core.errors import BackendError, PromptTooLong
+from skillgrad_tui.core.llm.errors import BackendError, PromptTooLong
 from skillgrad_tui.core.llm.base import CancelToken, Completion, CompletionRequest, Usage
 from skillgrad_tui.core.llm.jsonout import complete_with_schema
 from skillgrad_tui.core.llm.loops import looping_tail

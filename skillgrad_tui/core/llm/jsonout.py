@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import jsonschema
 
-from skillgrad_tui.core.errors import OutputInvalid
+from skillgrad_tui.core.llm.errors import OutputInvalid
 from skillgrad_tui.core.llm.base import Completion, CompletionRequest, Usage
 
 

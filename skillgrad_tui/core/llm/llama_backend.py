@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skillgrad_tui.core.errors import BackendError, ModelError, PromptTooLong
+from skillgrad_tui.core.llm.errors import BackendError, ModelError, PromptTooLong
 from skillgrad_tui.core.llm.base import CancelToken, Completion, CompletionRequest, Usage
 from skillgrad_tui.core.llm.constrained import (GrammarStats, SamplingParams, constrained_tokens,
                                               reusable_prefix)
 from skillgrad_tui.core.llm.gguf_info import read_gguf_info
 from skillgrad_tui.core.llm.jsonout import complete_with_schema
 from skillgrad_tui.core.llm.loops import looping_tail
+from skillgrad_tui.core.llm.native import RepackSetting, model_params, repack_decision
 from skillgrad_tui.core.llm.prompting import PromptFormat, choose_format
 
 
@@ -88,17 +89,20 @@ def grammar_schema(schema: Any) -> Any:
 
 class LlamaBackend:
     def __init__(self, model_path: Path, *, model_id: str | None = None, n_ctx: int = 4096,
-                 n_threads: int = 0, n_gpu_layers: int = -1, n_batch: int = 512) -> None:
+                 n_threads: int = 0, n_gpu_layers: int = -1, n_batch: int = 512,
+                 repack: RepackSetting = "auto") -> None:
         from llama_cpp import Llama
 
         _quiet_llama_logs()
         model_path = Path(model_path)
         header = read_gguf_info(model_path)  # one-line ModelError for a bad file, before llama.cpp
         threads = n_threads or default_threads()
+        self.repack = repack_decision(repack)  # off where llama.cpp's AMX path would crash
         try:
-            self._llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=threads,
-                              n_threads_batch=threads, n_gpu_layers=n_gpu_layers, n_batch=n_batch,
-                              verbose=False)
+            with model_params(use_extra_bufts=self.repack.use_extra_bufts):
+                self._llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=threads,
+                                  n_threads_batch=threads, n_gpu_layers=n_gpu_layers, n_batch=n_batch,
+                                  verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"llama.cpp could not load the model: {exc}", model_path) from None
         _quiet_llama_logs()  # in case loading the model installed llama-cpp-python's callback again

@@ -21,8 +21,7 @@ from typing import Any
 
 import platformdirs
 
-from skillgrad_tui.core.atomic import write_file_atomically
-from skillgrad_tui.core.errors import ModelError
+from skillgrad_tui.core.llm.errors import ModelError
 from skillgrad_tui.core.llm.gguf_info import GGUFInfo, read_gguf_info
 
 GEMMA_NAME = "gemma3-270m"
@@ -75,7 +74,11 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     index[key] = digest.hexdigest()
-    write_file_atomically(index_path, json.dumps(index, indent=0).encode("utf-8"))
+    # A cache, not data: a rename keeps readers from seeing half a file; no fsync needed.
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    temp = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(index, indent=0), encoding="utf-8")
+    os.replace(temp, index_path)
     return str(index[key])
 
 

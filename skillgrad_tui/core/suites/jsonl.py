@@ -79,6 +79,13 @@ def _context_files(context: list[str], base: Path, path: Path, line: int) -> lis
             raise SuiteError(f"context path {rel!r} must be relative to {base} and stay inside it",
                              path, line)
         target = base.joinpath(*pure.parts)
+        # A symlink may sit inside the suite and point anywhere (/etc/passwd, the user's home):
+        # what the path resolves to must stay in the suite, or its text would reach the prompt
+        # and the saved trajectory.
+        resolved = target.resolve()
+        if resolved != base.resolve() and base.resolve() not in resolved.parents:
+            raise SuiteError(f"context path {rel!r} is a symbolic link that leaves the suite folder "
+                             f"(to {resolved}); copy the file into the suite instead", path, line)
         if not target.is_file():
             raise SuiteError(f"context file not found: {rel}", path, line)
         files.append(target)

@@ -82,6 +82,9 @@ def render_trajectory(finished: TaskFinished | None, task: Task | None, traj: Tr
         parts.append(Text(f"error: {traj.error}", "bold red"))
     if traj.verdict is not None:
         parts.append(verdict_table(traj.verdict))
+    if traj.sandbox:
+        weak = not traj.sandbox.startswith("bwrap")
+        parts.append(Text(f"scripts ran in the sandbox mode {traj.sandbox}", "yellow" if weak else "dim"))
     for n, turn in enumerate(traj.turns, start=1):
         title = turn.kind + (f" {turn.name}" if turn.name else "")
         if turn.usage is not None:
