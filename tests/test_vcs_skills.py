@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_optimizer import FIX, Env, parse
+from test_optimizer import ARITH_LABEL, COLOUR_LABEL, FIX, Env, parse
 
 from skillgrad_tui.core.errors import EditError
 from skillgrad_tui.core.events import Event
@@ -182,7 +182,7 @@ def test_git_commit_option_commits_each_applied_version(tmp_path: Path, monkeypa
     ours = [m for m in log if m.strip().startswith("skillgrad:")]
     assert ours, log
     assert f"run {run_dir.name}, step 1" in ours[-1] and "Patterns:" in ours[-1]
-    assert "arithmetic result not verified" in "".join(ours) or "colour names" in "".join(ours)
+    assert ARITH_LABEL in "".join(ours) or COLOUR_LABEL in "".join(ours)
     assert "committed version" in out
     assert git(repo, "status", "--porcelain", "--", "skills/tiny-qa") == ""  # the skill is committed...
     assert git(repo, "diff", "--cached", "--name-only") == "other.txt"  # ...and the user's staging kept

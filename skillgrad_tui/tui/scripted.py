@@ -1,10 +1,10 @@
 """A scripted stand-in model for the app's tests, its benchmark and its screenshots.
 
 It plays every role through the real code paths (agent, diagnosers, patcher), answering from the
-request alone: the task agent always answers "4" (so some table questions pass and most fail),
-and each optimiser role returns schema-valid JSON chosen by which schema it was given. Two
-failure themes (counting, answer format) give the patcher two patterns, so a step proposes
-more than one edit. Deterministic, instant, and never used by a real run.
+request alone: the task agent answers "4" to "how many" questions (so some pass and most fail) and
+refuses the others, and each optimiser role returns schema-valid JSON chosen by which schema it
+was given. The two failure classes (a wrong value, a refusal) give the patcher two patterns, so a
+step proposes more than one edit. Deterministic, instant, and never used by a real run.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ THEMES = {  # labels from the failure-class vocabulary (core/failures.py)
     "count": {"label": "picked the wrong value", "anchor": "Counting and arithmetic",
               "add": "- Before giving a count, list each matching row once and count the list.",
               "helped": "listing rows before counting"},
-    "format": {"label": "extra words around answer", "anchor": "Answer format",
+    "format": {"label": "empty or refused answer", "anchor": "Answer format",
                "add": "- Give the value exactly as written in its cell, without extra words.",
                "helped": "copying cell text exactly"},
 }
@@ -46,8 +46,8 @@ def _theme(req: CompletionRequest) -> dict[str, str]:
 
 def respond(req: CompletionRequest, answer: str = "4") -> str:
     schema = req.json_schema
-    if schema is None:
-        return answer
+    if schema is None:  # the task agent: two kinds of failure, so a step has two patterns
+        return answer if "how many" in _user_text(req).lower().rsplit("question:", 1)[-1] else "I don't know"
     props = schema.get("properties", {})
     theme = _theme(req)
     if "diagnosis" in props:
