@@ -7,8 +7,8 @@ All in one run, on the embedded models, alternating the variants so machine nois
       goal: the worker within 5% of in-process
   (f) llama.cpp's weight repacking on vs. off (`use_extra_bufts`, what the AMX workaround turns
       off on AMX CPUs), for both embedded models, on this CPU
-  (g) the worker's OpenMP threads spinning (OMP_WAIT_POLICY=active) vs. sleeping (passive) at
-      barriers, on a quiet machine and with one busy core (another process at 100%)
+  (g) the worker's OpenMP threads with libgomp's default wait policy (spin, then sleep) vs.
+      OMP_WAIT_POLICY=passive (sleep at once), on a quiet machine and with one busy core
 
 Writes JSON with the CPU's vector features and llama.cpp's build features.
 """
@@ -68,9 +68,16 @@ def isolation(model: Path, repeats: int, n_requests: int) -> dict[str, Any]:
     requests = [CompletionRequest(prompt=prefix + "\n\n" + suffix(i, inproc) + "\nAnswer:", max_tokens=4)
                 for i in range(n_requests)]
     shared = {"in_process": [], "worker": []}  # type: dict[str, list[float]]
-    for _ in range(max(1, repeats // 2)):
+    for _ in range(repeats):
         shared["in_process"].append(shared_prefix_seconds(inproc, requests))
         shared["worker"].append(shared_prefix_seconds(worker, requests))
+    # The pure round trip: a one-token answer to a prompt the KV cache already holds.
+    tiny = CompletionRequest(prompt="Hello", max_tokens=1)
+    trip = {"in_process": [], "worker": []}  # type: dict[str, list[float]]
+    for _ in range(repeats * 20):
+        for name, b in (("in_process", inproc), ("worker", worker)):
+            seconds, _ = timed(lambda: b.complete(tiny))
+            trip[name].append(seconds)
     inproc.close()
     worker.close()
     rates = {k: median_rates(v) for k, v in runs.items()}
@@ -80,6 +87,7 @@ def isolation(model: Path, repeats: int, n_requests: int) -> dict[str, Any]:
         "ratio_worker_over_in_process": {k: rates["worker"][k] / rates["in_process"][k] for k in rates["worker"]},
         "shared_prefix_requests": n_requests, "shared_prefix_seconds": seconds,
         "shared_prefix_overhead": seconds["worker"] / seconds["in_process"] - 1.0,
+        "one_token_request_ms": {k: statistics.median(v) * 1000 for k, v in trip.items()},
     }
 
 
@@ -103,8 +111,11 @@ def repack(models: dict[str, Path], repeats: int) -> dict[str, Any]:
 
 def wait_policy(model: Path, repeats: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    backends = {p: WorkerBackend(model, model_id="bench", n_ctx=4096, env={"OMP_WAIT_POLICY": p.upper()})
-                for p in ("active", "passive")}
+    # "default" leaves libgomp's own policy (spin a while, then sleep); ACTIVE would spin forever
+    # while idle and steal the other worker's core, so it is not measured side by side.
+    backends = {p: WorkerBackend(model, model_id="bench", n_ctx=4096,
+                                 env={"OMP_WAIT_POLICY": "PASSIVE"} if p == "passive" else {})
+                for p in ("default", "passive")}
     for load in ("quiet", "one_busy_core"):
         stop = multiprocessing.Event()
         hog = multiprocessing.Process(target=burn, args=(stop,), daemon=True) if load != "quiet" else None
@@ -157,11 +168,13 @@ def main() -> int:
     s = e["shared_prefix_seconds"]
     print(f"    {args.requests} shared-prefix requests: in-process {s['in_process']:.2f}s, worker {s['worker']:.2f}s "
           f"({e['shared_prefix_overhead'] * 100:+.1f}%)")
+    t = e["one_token_request_ms"]
+    print(f"    one-token request: in-process {t['in_process']:.1f} ms, worker {t['worker']:.1f} ms")
     for name, f in report["f_repack"].items():
         print(f"(f) {name}: repack off / on = prefill {f['ratio_off_over_on']['prefill_tps']:.3f}, "
               f"decode {f['ratio_off_over_on']['decode_tps']:.3f}")
     for load, g in report["g_omp_wait_policy_gemma"].items():
-        print(f"(g) {load}: active {g['active']['prefill_tps']:.0f}/{g['active']['decode_tps']:.1f}, "
+        print(f"(g) {load}: default {g['default']['prefill_tps']:.0f}/{g['default']['decode_tps']:.1f}, "
               f"passive {g['passive']['prefill_tps']:.0f}/{g['passive']['decode_tps']:.1f} tok/s")
     print(f"wrote {args.out}")
     return 0 if report["goal_met"] else 1
