@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SKILL ?= skills/table-qa
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run test test-fast bench bench-tui bench-forward bench-quality screenshots clean
+.PHONY: install system-deps run test test-fast bench bench-tui bench-forward bench-quality bench-repair screenshots clean
 
 install: $(STAMP)
 
@@ -56,6 +56,10 @@ bench-forward: install
 
 bench-quality: install
 	$(PY) bench/bench_quality.py --out bench/results/quality.json
+
+# Long (hours on 2 cores) and resumable: run it again to continue. QUICK=1 for a small check.
+bench-repair: install
+	$(PY) bench/bench_repair.py $(if $(QUICK),--quick,)
 
 screenshots: install
 	$(PY) docs/make_screenshots.py
