@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # the toolkit are present. Standard library only, so it runs before anything is installed.
 BUILD_FLAGS := skillgrad_tui/core/llm/build_flags.py
 
-.PHONY: install system-deps sandbox-deps run test test-fast bench bench-tui bench-forward bench-quality crash-trial screenshots clean
+.PHONY: install system-deps sandbox-deps run test test-fast bench bench-tui bench-forward bench-quality bench-repair crash-trial screenshots clean
 
 install: $(STAMP)
 
@@ -87,6 +87,10 @@ bench-quality: install
 
 crash-trial: install
 	$(PY) bench/crash_trial.py --trials 30 --out bench/results/crash_trial.json
+
+# Long (hours on 2 cores) and resumable: run it again to continue. QUICK=1 for a small check.
+bench-repair: install
+	$(PY) bench/bench_repair.py $(if $(QUICK),--quick,)
 
 screenshots: install
 	$(PY) docs/make_screenshots.py

@@ -16,81 +16,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from optimise_runs import run_method, summarise  # noqa: E402
 from skillgrad_tui.config import Config  # noqa: E402
-from skillgrad_tui.core.agent import Agent, AgentSettings  # noqa: E402
-from skillgrad_tui.core.evaluate import evaluate  # noqa: E402
 from skillgrad_tui.core.llm.factory import make_backend  # noqa: E402
-from skillgrad_tui.core.optimizer import OptimizeOptions, optimize  # noqa: E402
-from skillgrad_tui.core.reflection import reflect_once  # noqa: E402
-from skillgrad_tui.core.skill import apply_patch, load_skill  # noqa: E402
 from skillgrad_tui.core.suites import Suite, load_suite  # noqa: E402
 
 CONFIGS = ("seed", "skillgrad", "no-momentum", "no-contrastive", "reflection")
-TEST_SEED = 0  # the agent's seed on the test split: fixed, so every config is scored alike
 
 
 def run_one(config: str, seed: int, args: argparse.Namespace, backend: Any, pool: Suite,
             test_tasks: list[Any], workdir: Path) -> dict[str, Any]:
-    skill_root = workdir / f"{config}-{seed}" / args.skill.name
-    shutil.copytree(args.skill, skill_root)
-    agent = Agent(backend, AgentSettings())
-    before = backend.cache.stats()
-    start = time.perf_counter()
-    tokens = 0
-    if config in ("skillgrad", "no-momentum", "no-contrastive"):
-        options = OptimizeOptions(steps=args.steps, batch_size=args.batch_size, seed=seed,
-                                  momentum=config != "no-momentum",
-                                  contrastive=config != "no-contrastive",
-                                  run_dir=workdir / f"run-{config}-{seed}")
-        result = optimize(skill_root, pool, backend, backend, options)
-        tokens += result.prompt_tokens + result.completion_tokens
-    elif config == "reflection":
-        from skillgrad_tui.core.suites.splits import split_tasks
-
-        train = split_tasks(pool.tasks, seed).train
-        skill = load_skill(skill_root)
-        ev = evaluate(agent, skill, train, seed=seed)
-        tokens += ev.prompt_tokens + ev.completion_tokens
-        failures = [t for t in ev.trajectories if not (t.verdict and t.verdict.passed)]
-        patch = reflect_once(skill, {t.id: t for t in train}, failures, backend, seed=seed)
-        if patch is not None:
-            apply_patch(skill_root, patch)
-    train_seconds = time.perf_counter() - start
-    mid = backend.cache.stats()
-    final = load_skill(skill_root)
-    test = evaluate(agent, final, test_tasks, seed=TEST_SEED)
-    return {"config": config, "seed": seed, "test_accuracy": test.accuracy, "test_passed": test.passed,
-            "test_n": test.n, "skill_hash": final.hash, "skill_chars": sum(final.text_size().values()),
-            "optimise_tokens": tokens, "test_tokens": test.prompt_tokens + test.completion_tokens,
-            "optimise_seconds": round(train_seconds, 1), "test_seconds": round(test.seconds, 1),
-            "optimise_calls": (mid.hits - before.hits) + (mid.misses - before.misses),
-            "optimise_cached_calls": mid.hits - before.hits}
-
-
-def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for config in CONFIGS:
-        accs = [r["test_accuracy"] for r in rows if r["config"] == config]
-        if not accs:
-            continue
-        sel = [r for r in rows if r["config"] == config]
-        out[config] = {"mean": statistics.mean(accs), "std": statistics.pstdev(accs), "runs": len(accs),
-                       "tokens": statistics.mean(r["optimise_tokens"] for r in sel),
-                       "seconds": statistics.mean(r["optimise_seconds"] for r in sel),
-                       "calls": statistics.mean(r.get("optimise_calls", 0) for r in sel),
-                       "cached_calls": statistics.mean(r.get("optimise_cached_calls", 0) for r in sel)}
-    return out
+    row = run_method("start" if config == "seed" else config, seed, args.skill, pool, test_tasks, backend,
+                     workdir, steps=args.steps, batch_size=args.batch_size)
+    return {**row, "config": config}
 
 
 def markdown(summary: dict[str, dict[str, float]], args: argparse.Namespace, n_test: int) -> str:
@@ -99,11 +45,13 @@ def markdown(summary: dict[str, dict[str, float]], args: argparse.Namespace, n_t
              "this run's own response cache (the same request made earlier in the run), so they cost "
              "almost no time.", "",
              "| config | test accuracy (mean ± std) | runs | optimiser tokens | optimiser seconds | "
-             "model calls (from cache) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "model calls (from cache) | edits kept / passed checks / proposed | skill changed |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for config, s in summary.items():
         lines.append(f"| {config} | {s['mean']:.3f} ± {s['std']:.3f} | {s['runs']} | "
-                     f"{s['tokens']:.0f} | {s['seconds']:.0f} | {s['calls']:.0f} ({s['cached_calls']:.0f}) |")
+                     f"{s['tokens']:.0f} | {s['seconds']:.0f} | {s['calls']:.0f} ({s['cached_calls']:.0f}) | "
+                     f"{s['edits_kept']:.0f} / {s['edits_checked']:.0f} / {s['edits_proposed']:.0f} | "
+                     f"{s['changed']:.0f} of {s['runs']} runs |")
     return "\n".join(lines) + "\n"
 
 
@@ -151,7 +99,7 @@ def main() -> int:
         rerun = set(args.configs.split(","))
         rows = [r for r in earlier["rows"] if r["config"] not in rerun] + rows
         rows.sort(key=lambda r: (r["seed"], CONFIGS.index(r["config"])))
-    summary = summarise(rows)
+    summary = summarise(rows, CONFIGS)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {"model": args.model, "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,
               "pool": len(pool.tasks), "test": len(test_tasks), "rows": rows, "summary": summary}
