@@ -41,6 +41,18 @@ def median_rates(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in ("prefill_tps", "decode_tps")}
 
 
+def paired_rates(backends: dict[str, Any], repeats: int) -> dict[str, dict[str, float]]:
+    """Median prefill/decode rates of each backend: one warm-up each, then the repeats interleaved
+    so that machine noise hits every variant alike."""
+    for b in backends.values():
+        our_rates(b, PROMPT, 1)  # the first decode pays one-off allocations
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in backends}
+    for _ in range(repeats):
+        for name, b in backends.items():
+            runs[name].append(our_rates(b, PROMPT, 1))
+    return {name: median_rates(v) for name, v in runs.items()}
+
+
 def shared_prefix_seconds(backend: Any, requests: list[CompletionRequest]) -> float:
     backend.reset_cache()
     seconds, _ = timed(lambda: [backend.complete(r) for r in requests])
@@ -58,12 +70,7 @@ def burn(stop: Any) -> None:
 def isolation(model: Path, repeats: int, n_requests: int) -> dict[str, Any]:
     inproc = LlamaBackend(model, model_id="bench", n_ctx=4096)
     worker = WorkerBackend(model, model_id="bench", n_ctx=4096)
-    our_rates(inproc, PROMPT, 1)
-    our_rates(worker, PROMPT, 1)
-    runs: dict[str, list[dict[str, float]]] = {"in_process": [], "worker": []}
-    for _ in range(repeats):
-        runs["in_process"].append(our_rates(inproc, PROMPT, 1))
-        runs["worker"].append(our_rates(worker, PROMPT, 1))
+    rates = paired_rates({"in_process": inproc, "worker": worker}, repeats)
     prefix = shared_prefix(inproc)
     requests = [CompletionRequest(prompt=prefix + "\n\n" + suffix(i, inproc) + "\nAnswer:", max_tokens=4)
                 for i in range(n_requests)]
@@ -80,7 +87,6 @@ def isolation(model: Path, repeats: int, n_requests: int) -> dict[str, Any]:
             trip[name].append(seconds)
     inproc.close()
     worker.close()
-    rates = {k: median_rates(v) for k, v in runs.items()}
     seconds = {k: statistics.median(v) for k, v in shared.items()}
     return {
         "rates": rates,
@@ -96,15 +102,9 @@ def repack(models: dict[str, Path], repeats: int) -> dict[str, Any]:
     for name, path in models.items():
         on = WorkerBackend(path, model_id="bench", n_ctx=4096, repack="on")
         off = WorkerBackend(path, model_id="bench", n_ctx=4096, repack="off")
-        our_rates(on, PROMPT, 1)
-        our_rates(off, PROMPT, 1)
-        runs: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
-        for _ in range(repeats):
-            runs["on"].append(our_rates(on, PROMPT, 1))
-            runs["off"].append(our_rates(off, PROMPT, 1))
+        rates = paired_rates({"on": on, "off": off}, repeats)
         on.close()
         off.close()
-        rates = {k: median_rates(v) for k, v in runs.items()}
         out[name] = {"rates": rates, "ratio_off_over_on": {k: rates["off"][k] / rates["on"][k] for k in rates["on"]}}
     return out
 
@@ -123,17 +123,11 @@ def wait_policy(model: Path, repeats: int) -> dict[str, Any]:
             hog.start()
             time.sleep(0.5)
         try:
-            runs: dict[str, list[dict[str, float]]] = {p: [] for p in backends}
-            for b in backends.values():
-                our_rates(b, PROMPT, 1)
-            for _ in range(repeats):
-                for p, b in backends.items():
-                    runs[p].append(our_rates(b, PROMPT, 1))
+            out[load] = paired_rates(backends, repeats)
         finally:
             stop.set()
             if hog is not None:
                 hog.join()
-        out[load] = {p: median_rates(v) for p, v in runs.items()}
     for b in backends.values():
         b.close()
     return out
