@@ -66,7 +66,8 @@ def test_cli_reports_a_killed_worker_and_resume_finishes_the_run(tmp_path: Path,
     write_config(skill.parent, smollm_path)
     suite = small_suite(tmp_path / "suite", 8)
     command = [sys.executable, "-m", "skillgrad_tui", "optimize", str(skill), "--suite", str(suite),
-               "--steps", "1", "--batch-size", "2", "--gate", "validation"]
+               "--steps", "1", "--batch-size", "2", "--gate", "validation",
+               "--candidates", "1"]  # the crash and the resume are the point, not the candidate pool
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     runs = skill.parent / ".skillgrad" / "runs"
     killed = None
