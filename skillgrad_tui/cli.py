@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from skillgrad_tui.commands import optimize as optimize_cmd
+from skillgrad_tui.config import CLI_OVERRIDES, parse_n_ctx
 from skillgrad_tui.core.errors import SkillgradError
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _model_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name from `skillgrad models`, or a GGUF path")
     p.add_argument("--no-cache", action="store_true", help="bypass the response cache")
+    p.add_argument("--n-ctx", type=parse_n_ctx, help="context size in tokens; 0 or 'auto' (default): the model's "
+                   "trained context, capped by available memory; overrides [model] n_ctx")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["tui", *(argv or sys.argv[1:])])
+    CLI_OVERRIDES.clear()
+    CLI_OVERRIDES.update({"n_ctx": args.n_ctx} if getattr(args, "n_ctx", None) is not None else {})
     handler = _COMMANDS.get(args.command)
     if handler is None:
         parser.error(f"unknown command {args.command}")

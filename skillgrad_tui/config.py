@@ -20,6 +20,23 @@ if TYPE_CHECKING:
     from skillgrad_tui.core.llm.settings import BackendSettings
 
 CONFIG_NAME = "skillgrad.toml"
+# Set by the command line for this invocation (cli.main): flags every command shares, such as --n-ctx.
+CLI_OVERRIDES: dict[str, Any] = {}
+
+
+def parse_n_ctx(raw: str) -> int:
+    """--n-ctx: a number of tokens (>= 256), or 0 / "auto" for the model's context capped by memory."""
+    import argparse
+
+    if raw.strip().lower() == "auto":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of tokens or 'auto': {raw!r}") from None
+    if value != 0 and value < 256:
+        raise argparse.ArgumentTypeError(f"must be 0, 'auto' or >= 256, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -46,7 +63,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
         "default": Key(str, "gemma3-270m", doc="model name from `skillgrad models`, or a GGUF path"),
         "optimizer": Key(str, "", doc="model for diagnoser, momentum and patcher; empty = default"),
-        "n_ctx": Key(int, 4096, _at_least(256)),
+        "n_ctx": Key((int, str), 0, lambda v: None if v in (0, "auto") or (isinstance(v, int) and v >= 256)
+                     else "must be 0 or \"auto\" (the model's context, capped by memory) or >= 256",
+                     doc='0 or "auto" = the model\'s trained context, capped by available memory'),
         "n_threads": Key(int, 0, _at_least(0), doc="0 = all physical cores"),
         "n_gpu_layers": Key(int, -1, _at_least(-1), doc="-1 = all layers when a GPU build finds a GPU"),
         "n_batch": Key(int, 512, _at_least(1)),
@@ -124,6 +143,11 @@ class Config:
         base = self.source.parent if self.source else Path.cwd()
         return (base / raw).expanduser()
 
+    def n_ctx(self) -> int:
+        """`--n-ctx` wins over `[model] n_ctx`; 0 means automatic."""
+        value = CLI_OVERRIDES.get("n_ctx", self.get("model", "n_ctx"))
+        return 0 if value == "auto" else int(value)
+
     def backend_settings(self, spec: str | None = None, *, role: str = "task",
                          use_cache: bool = True) -> BackendSettings:
         """What the model layer needs to build a backend for `role` ("task" | "optimizer").
@@ -138,7 +162,7 @@ class Config:
         if spec is None and role == "optimizer":
             spec = self.get("model", "optimizer") or None
         local = LocalModelSettings(
-            model=spec or self.get("model", "default"), models=self.models, n_ctx=self.get("model", "n_ctx"),
+            model=spec or self.get("model", "default"), models=self.models, n_ctx=self.n_ctx(),
             n_threads=self.get("model", "n_threads"), n_gpu_layers=self.get("model", "n_gpu_layers"),
             n_batch=self.get("model", "n_batch"), isolate=self.get("model", "isolate"),
             repack=self.get("model", "repack"))

@@ -18,7 +18,7 @@ def _skill(tmp_path: Path) -> Path:
 
 def test_defaults_without_a_file(tmp_path: Path) -> None:
     cfg = load_config(_skill(tmp_path))
-    assert cfg.source is None and cfg.get("model", "n_ctx") == 4096 and cfg.get("cache", "enabled")
+    assert cfg.source is None and cfg.get("model", "n_ctx") == 0 and cfg.get("cache", "enabled")
 
 
 def test_file_beside_the_skill_wins_over_user_config(tmp_path: Path) -> None:
@@ -39,9 +39,9 @@ def test_file_beside_the_skill_wins_over_user_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize("body, message", [
     ("[model]\nn_ctxx = 1\n", "unknown key 'model.n_ctxx'"),
     ("[modle]\n", "unknown section [modle]"),
-    ("[model]\nn_ctx = 'big'\n", "'model.n_ctx' must be an integer"),
+    ("[model]\nn_ctx = 'big'\n", "'model.n_ctx' must be 0 or \"auto\""),
     ("[model]\nn_ctx = true\n", "got a boolean"),
-    ("[model]\nn_ctx = 10\n", "'model.n_ctx' must be >= 256"),
+    ("[model]\nn_ctx = 10\n", "or >= 256, got 10"),
     ("[optimize]\ngate = 'maybe'\n", "'optimize.gate' must be one of validation, all, ask"),
     ("[cache]\nenabled = 'yes'\n", "'cache.enabled' must be true or false"),
 ])

@@ -112,7 +112,7 @@ def test_load_good_skill(tmp_path: Path) -> None:
     assert SKILL_MD.splitlines()[10] == "## Filter rows"  # line 11 of the file
     size = s.text_size()
     assert size["L2"] == len(s.body)
-    assert size["L3"] == sum(len(t) for t in FILES.values())
+    assert size["L3"] + size["tools"] == sum(len(t) for t in FILES.values())  # scripts are tools, not L3 text
     assert size["L1"] == len("name: table-qa\ndescription: Answer questions about a table by filtering and counting its rows.\nlicense: MIT\n")
 
 
@@ -124,7 +124,8 @@ def test_assets_listed_not_loaded(tmp_path: Path) -> None:
     s = load_skill(root)
     assert s.assets == ["LICENSE.txt", "assets/template.xlsx"]
     assert "assets/template.xlsx" not in s.files
-    assert s.text_size()["L3"] == sum(len(t) for t in FILES.values())
+    size = s.text_size()
+    assert size["L3"] + size["tools"] == sum(len(t) for t in FILES.values())
 
 
 def test_sections_ignore_fenced_code(tmp_path: Path) -> None:
@@ -190,14 +191,28 @@ def test_refuse_duplicate_key(tmp_path: Path) -> None:
         ("name: table--qa\ndescription: x\n", "lowercase letters", 2),
         ("name: " + "a" * 65 + "\ndescription: x\n", "at most 64", 2),
         ("name: 12\ndescription: x\n", "must be a string", 2),
-        ("name: other-skill\ndescription: x\n", "differs from the folder name 'table-qa'", 2),
         ("name: table-qa\n", "no 'description'", 2),
         ("name: table-qa\ndescription: '   '\n", "non-empty string", 3),
-        ("name: table-qa\nlicense: MIT\ndescription: " + "d" * 1025 + "\n", "at most 1024", 4),
     ],
 )
 def test_refuse_bad_l1(tmp_path: Path, front: str, fragment: str, line: int) -> None:
     refuse(make_skill(tmp_path, skill_md=f"---\n{front}---\nbody\n"), fragment, "SKILL.md", line)
+
+
+@pytest.mark.parametrize(
+    ("front", "fragment", "line"),
+    [
+        ("name: other-skill\ndescription: x\n", "differs from the folder name 'table-qa'", 2),
+        ("name: table-qa\nlicense: MIT\ndescription: " + "d" * 1025 + "\n", "at most 1024", 4),
+    ],
+)
+def test_format_limits_load_with_a_warning(tmp_path: Path, front: str, fragment: str, line: int) -> None:
+    """Published skills break these two limits (claude-api's description is 1,068 characters): they
+    load, flagged as format defects for the optimiser to repair; an edit may not introduce one."""
+    s = load_skill(make_skill(tmp_path, skill_md=f"---\n{front}---\nbody\n"))
+    [v] = s.format_violations()
+    assert fragment in v.message and v.line == line and v.severity == "warning"
+    assert check_edit(s, Edit("L2", "SKILL.md", "body", "body text")) is None  # other edits still apply
 
 
 def test_long_name_at_limit_loads(tmp_path: Path) -> None:
@@ -490,9 +505,8 @@ def test_restore_refuses_bad_snapshot(tmp_path: Path) -> None:
     root = make_skill(tmp_path)
     snap = snapshot(load_skill(root))
     before = tree(tmp_path)
-    bad_name = {**snap, "SKILL.md": snap["SKILL.md"].replace(b"name: table-qa", b"name: other")}
-    with pytest.raises(SkillError, match="differs from the folder name"):
-        restore_snapshot(root, bad_name)
+    with pytest.raises(SkillError, match="lowercase letters"):
+        restore_snapshot(root, {**snap, "SKILL.md": snap["SKILL.md"].replace(b"name: table-qa", b"name: Other")})
     with pytest.raises(SkillError, match="not a clean relative path"):
         restore_snapshot(root, {**snap, "../escape.md": b"x"})
     with pytest.raises(SkillError, match="not UTF-8"):

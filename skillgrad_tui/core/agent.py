@@ -48,6 +48,7 @@ class AgentSettings:
     max_answer_items: int = 10
     context_chars: int = 6000  # budget for a non-table context file
     sandbox_timeout_s: float = 30.0
+    reference_chars: int = 4000  # one page of an L3 file per read_reference call: big files never fill the prompt
     temperature: float = 0.0  # 0 is greedy; above 0 the optimiser repeats validation over seeds
 
 
@@ -63,9 +64,31 @@ def skill_card(skill: Skill | None) -> str:
     """L1 only: what a tool-using agent sees before it activates the skill."""
     if skill is None:
         return "No skill is available."
-    refs = [p for p in sorted(skill.files) if p != "SKILL.md"]
-    listing = "\n".join(f"- {p}" for p in refs) or "- (none)"
-    return f"Skill `{skill.name}`: {skill.description.strip()}\nReference files:\n{listing}"
+    listing = "\n".join(f"- {p}" for p in skill.l3_docs) or "- (none)"
+    return f"Skill `{skill.name}`: {skill.description.strip()}\nReference files:\n{listing}{tools_note(skill)}"
+
+
+def tools_note(skill: Skill | None) -> str:
+    """The skill's scripts as tools: name and one-line usage, never their code."""
+    if skill is None or not skill.tools:
+        return ""
+    lines = "\n".join(f"- {p}" + (f": {u}" if u else "") for p, u in skill.tools.items())
+    return (f"\nScripts (copies are in the working folder; run one from Python with "
+            f"run_script('scripts/x.py', 'arg', ...)):\n{lines}")
+
+
+def reference_page(skill: Skill, arg: str, page_chars: int) -> str:
+    """An L3 file for read_reference, one page at a time ("path" or "path#2")."""
+    path, _, part = arg.strip().strip("`").partition("#")
+    path = path.strip()
+    if path not in skill.l3_docs:
+        return f"No reference named {path!r}. Available: {', '.join(skill.l3_docs) or 'none'}"
+    text = skill.files[path]
+    pages = max(1, -(-len(text) // page_chars))
+    n = int(part) if part.strip().isdigit() else 1
+    n = min(max(n, 1), pages)
+    chunk = text[(n - 1) * page_chars: n * page_chars]
+    return chunk if pages == 1 else f"{chunk}\n[part {n} of {pages}; read_reference {path}#{n + 1} for more]"
 
 
 def parse_answer(text: str, max_items: int = 10) -> list[str]:
@@ -209,8 +232,8 @@ class Agent:
         system = (
             f"{skill_card(skill)}\n\nYou solve the user's task by calling tools. Reply with JSON "
             '{"tool": ..., "argument": ...}. Tools: activate_skill (argument: the skill name) returns '
-            "the skill's instructions; read_reference (argument: a reference file path) returns that "
-            "file; run_python (argument: Python code; the task's files are in the working folder) "
+            "the skill's instructions; read_reference (argument: a reference file path, or path#N for "
+            "part N of a long one) returns that file; run_python (argument: Python code; the task's files are in the working folder) "
             "returns its output; answer (argument: the final answer values, one per line) ends the task.")
         context = self.context_text(task, self.settings.table_rows)
         messages = [Message("system", system),
@@ -237,11 +260,9 @@ class Agent:
         if tool == "activate_skill":
             return skill.body if skill is not None else "No skill is available."
         if tool == "read_reference":
-            path = arg.strip().strip("`")
-            if skill is None or path not in skill.files or path == "SKILL.md":
-                known = ", ".join(p for p in sorted(skill.files) if p != "SKILL.md") if skill else ""
-                return f"No reference named {path!r}. Available: {known or 'none'}"
-            return skill.files[path]
+            if skill is None:
+                return "No skill is available."
+            return reference_page(skill, arg, self.settings.reference_chars)
         result = box.run(arg, timeout_s=self.settings.sandbox_timeout_s)
         return _script_report(result)
 
@@ -299,8 +320,8 @@ class Agent:
 
 
 def _scripts_dir(skill: Skill | None) -> Path | None:
-    """The skill's scripts/ folder, which its sandboxed scripts may read and import from."""
-    if skill is None or not any(p.startswith("scripts/") for p in skill.files):
+    """The skill's scripts/ folder: copied into the sandbox, runnable and importable there."""
+    if skill is None or not skill.tools:
         return None
     return skill.root / "scripts"
 
@@ -308,8 +329,8 @@ def _scripts_dir(skill: Skill | None) -> Path | None:
 def _scripts_note(skill: Skill | None) -> str:
     if _scripts_dir(skill) is None:
         return ""  # no scripts: the prompt stays exactly as it was
-    return ("The skill's scripts/ files can be imported by module name (read-only; their folder is in "
-            "the SKILL_SCRIPTS environment variable).\n\n")
+    return (tools_note(skill).lstrip("\n") + "\nThey can also be imported by module name. New processes "
+            "cannot start, so run a script with run_script(...), not `python scripts/...` in a shell.\n\n")
 
 
 def _script_report(result: Any) -> str:

@@ -228,7 +228,7 @@ class EditMenu:
 
     def __post_init__(self) -> None:
         self._read_skill_md()
-        for path in sorted(p for p in self.skill.files if p.startswith("references/") and p.endswith(".md")):
+        for path in (p for p in self.skill.l3_docs if p.endswith((".md", ".markdown", ".txt"))):
             text = self.skill.files[path]
             self._add_blocks(path, "L3", text, 0, len(text), lambda _line: path)
         for target, blocks in self.all_blocks.items():

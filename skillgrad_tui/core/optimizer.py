@@ -45,6 +45,7 @@ from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, Cand
                                        RunFinished, RunStarted, StepAccount, StepFinished, StepStarted, TaskFinished,
                                        ValidationScored, VersionSaved, Warning_, null_sink)
 from skillgrad_tui.core.failures import classify
+from skillgrad_tui.core.format_repair import REPAIR_ORIGIN, repair_edits
 from skillgrad_tui.core.gate import DEFAULT_K, GateDecision, paired_gate
 from skillgrad_tui.core.gradient import ContrastiveDiagnoser, FailureDiagnoser, PreservationSignal, TextGradient
 from skillgrad_tui.core.llm.base import Backend, CancelToken, Completion, CompletionRequest, WrappedBackend
@@ -66,6 +67,7 @@ GATES = ("validation", "all", "ask")
 PARENT_SELECTIONS = ("current", "pareto")
 STATE_FORMAT = 2  # 2: candidate pools, per-task validation scores, accounts
 SCORE_EPS = 1e-9
+REPAIR_KEPT = "format_repair"  # gate key: a format repair kept on a tie
 FINISHED_REASONS = ("steps", "early_stop", "no_failures")  # a run that ended by itself, not resumable
 
 
@@ -640,6 +642,7 @@ class _Run:
                                                      for pe in proposal.edits],
                 rejected=[{**raw, "reason": why} for raw, why in proposal.rejected], rationale=patch.rationale,
                 gradients=patch.gradients, tasks=patch.tasks))
+        self.propose_format_repair(k, skill, proposal, list(memory.preserved), train + val)
         account.update(proposed=proposal.proposed, applied=proposal.applied, passed_checks=proposal.passed,
                        rejected=dict(proposal.reasons().most_common()))
         parent_files = self.log.version_files(parent)
@@ -666,6 +669,28 @@ class _Run:
         mem_rel = f"memory/step-{k}-update.json"
         self.save_memory(memory, mem_rel)
         self.commit(stage="candidates", pending=pending, memory=mem_rel)
+
+    def propose_format_repair(self, k: int, skill: Skill, proposal: Proposal,
+                              preserved: list[PreservationSignal], tasks: list[Task]) -> None:
+        """A skill that breaks a limit of the format (too long a description, a name that is not
+        its folder's) gets the repair as its first candidate, checked like any proposed edit."""
+        edits = repair_edits(skill)
+        if not edits:
+            return
+        proposed = [ProposedEdit(e, "format", "format limit", "; ".join(p.message for p in skill.format_violations()),
+                                 [], []) for e in edits]
+        proposal.proposed += len(edits)
+        patcher = Patcher(self.opt, seed=derive_seed(self.options.seed, "repair", k),
+                          l2_max_chars=self.options.l2_max_chars)
+        why = patcher.check(skill, edits, [], preserved, tasks)
+        if why is not None:
+            proposal.reject(proposed[0].to_dict(), why[0], why[1])
+            self.emit(Warning_(message=f"format repair rejected by the checks: {why[1]}", step=k))
+            return
+        proposal.applied += len(edits)
+        proposal.passed += len(edits)
+        proposal.candidates.insert(0, proposed)
+        proposal.origins.insert(0, REPAIR_ORIGIN)
 
     def commit_pending(self, pend: dict[str, Any], **changes: Any) -> None:
         """Commit the step's pending record, with the tokens of the stage just done added to the step's."""
@@ -698,7 +723,7 @@ class _Run:
         assert self.log is not None
         if self.options.gate != "validation":
             return False
-        if not self.options.minibatch_gate:
+        if not self.options.minibatch_gate or c["origin"] == REPAIR_ORIGIN:
             return True
         gain = self.minibatch_gain(c)
         shorter = self.log.version(c["version"]).chars < self.log.version(self.state["current"]).chars
@@ -757,6 +782,9 @@ class _Run:
                                 candidate_chars=self.log.version(v).chars, current_chars=current.chars,
                                 repeats=self.val_repeats())
                 verdicts[v] = (d.kept, d.key, d.sentence(), d)
+                if c["origin"] == REPAIR_ORIGIN and not d.kept and d.gain >= -SCORE_EPS:
+                    # a repair of the format is wanted for itself: it only has to do no harm
+                    verdicts[v] = (True, REPAIR_KEPT, f"{d.sentence()}; a format repair that costs nothing: kept", d)
         keepable = [c for c in cands if verdicts[c["version"]][0]]
         chosen: dict[str, Any] | None = None
         if keepable and o.gate == "validation":
@@ -820,7 +848,7 @@ class _Run:
         try:
             if pend["parent"] != self.state["current"]:  # made from another frontier version
                 target = {p: b.decode("utf-8") for p, b in self.log.version_files(version).items()
-                          if p == SKILL_MD or (p.split("/", 1)[0] in ("references", "scripts") and "/" in p)}
+                          if p in current.files or p == SKILL_MD or (p.split("/", 1)[0] in ("references", "scripts") and "/" in p)}
                 edits = rebase_edits(current, target)
         except ValueError as exc:
             pend.update(reason_key=NOT_REBASABLE, reason=f"{NOT_REBASABLE}: {exc}")

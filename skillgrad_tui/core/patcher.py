@@ -322,7 +322,7 @@ class Patcher:
 
     def menu(self, skill: Skill, pattern: Pattern) -> EditMenu:
         anchor, kind = resolve_anchor(skill, pattern.anchor, pattern.label)
-        focus = anchor if kind == "section" or (kind == "file" and anchor.startswith("references/")) else None
+        focus = anchor if kind == "section" or (kind == "file" and anchor in skill.l3_docs) else None
         return EditMenu(skill, focus=focus, structural=self.is_structural(pattern), max_blocks=self.max_blocks)
 
     def propose(self, skill: Skill, patterns: list[Pattern], preservation: list[PreservationSignal],

@@ -265,7 +265,10 @@ class Sandbox:
     (the agent's tool loop: run, look at the result, fix, run again).
 
     `skill_scripts`: the skill's scripts/ folder, readable (never writable) by the script and on
-    its import path; the only other thing of the user's it can see. `mode`: see choose_mode."""
+    its import path; the only other thing of the user's it can see. A copy of it is also placed at
+    work/scripts/, so a skill's documented `scripts/recalc.py out.xlsx` is there: since a sandboxed
+    script cannot start processes, the script runs it in-process with `run_script("scripts/recalc.py",
+    "out.xlsx")` (runpy, with sys.argv set), a builtin that sandbox_boot.py provides. `mode`: see choose_mode."""
 
     def __init__(self, inputs: Iterable[Path] = (), *, python: str = sys.executable,
                  parent: Path | None = None, mode: str | None = None,
@@ -289,6 +292,9 @@ class Sandbox:
                     raise ValueError(f"two sandbox inputs are named {src.name!r}")
                 shutil.copyfile(src, dest)  # a copy: the user's file is never touched
                 self.inputs.append(dest)
+            if self.skill_scripts is not None:  # in the baseline, so never reported as outputs
+                shutil.copytree(self.skill_scripts, self.workdir / "scripts", symlinks=False,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         except BaseException:
             self.cleanup()
             raise

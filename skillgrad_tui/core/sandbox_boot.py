@@ -328,6 +328,20 @@ def report(exc):
     sys.stderr.write("".join(te.format()))
 
 
+def run_script(path, *args):
+    """Run a Python file as `python path args...` would, in this process; returns its exit code."""
+    import runpy
+    saved = sys.argv
+    sys.argv = [str(path), *[str(a) for a in args]]
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved
+    return 0
+
+
 def run(source):
     import linecache
     name = "script.py"
@@ -338,6 +352,8 @@ def run(source):
         report(exc)
         sys.exit(1)
     sys.argv = [name]
+    import builtins
+    builtins.run_script = run_script  # a skill's `python scripts/x.py args`, without a new process
     namespace = {"__name__": "__main__", "__file__": name, "__builtins__": __builtins__}
     try:
         exec(code, namespace)

@@ -1,8 +1,9 @@
 """The skill package, the optimiser's parameter: load, validate, hash, checked edits, atomic writes.
 
 Layout (Agent Skills): SKILL.md = YAML front matter (L1) + Markdown body (L2); references/ and
-scripts/ hold text loaded on demand (L3); assets/ (and any other file) is listed and hashed but
-never loaded as text. Everything that refuses a folder raises SkillError naming file and line;
+any text file SKILL.md links or names are L3, read on demand; code under scripts/ is loaded
+(hashed, editable) but is a tool, listed by usage and never pasted; assets/ (and any other file)
+is listed and hashed but never loaded as text (skill_layout.py has the rules). Everything that refuses a folder raises SkillError naming file and line;
 nothing here writes inside the skill folder except `apply_patch` / `restore_snapshot`, through
 the journalled writer in atomic.py. Our own state (journal, lock) lives in
 <parent>/.skillgrad/journal, never inside the skill folder. Version-control metadata and what
@@ -17,7 +18,7 @@ import os
 import re
 import shlex
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, NamedTuple
@@ -25,13 +26,14 @@ from typing import Any, Literal, NamedTuple
 import yaml
 
 from skillgrad_tui.core import atomic
+from skillgrad_tui.core.skill_layout import always_text, is_reference_path, is_tool_path, linked_closure, tool_usage
 from skillgrad_tui.core.errors import EditError, SkillError
 from skillgrad_tui.core.vcs import VCS_NAMES, IgnoreRules
 
 Layer = Literal["L1", "L2", "L3"]
 
 SKILL_MD = "SKILL.md"
-TEXT_DIRS = ("references", "scripts")  # L3 text, loaded; anything else is listed, not loaded
+TEXT_DIRS = ("references", "scripts")  # always loaded; other files only when SKILL.md names them
 NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 NAME_MAX = 64
 DESCRIPTION_MAX = 1024
@@ -54,6 +56,8 @@ class Problem:
     line: int | None
     message: str
     severity: Literal["error", "warning"]
+    # "format": the skill breaks a hard limit of the format but still loads; the optimiser repairs it first.
+    kind: str = ""
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
@@ -91,6 +95,20 @@ class Skill:
     def short_hash(self) -> str:
         return self.hash[:12]
 
+    @property
+    def l3_docs(self) -> list[str]:
+        """The L3 text the agent may read on demand (not SKILL.md, not tools), sorted."""
+        return sorted(p for p in self.files if p != SKILL_MD and not is_tool_path(p))
+
+    @property
+    def tools(self) -> dict[str, str]:
+        """scripts/ code: path -> one-line usage (docstring, argparse description or header comment)."""
+        return {p: tool_usage(p, t) for p, t in sorted(self.files.items())
+                if is_tool_path(p) and PurePosixPath(p).name != "__init__.py"}
+
+    def format_violations(self) -> list[Problem]:
+        return [p for p in self.problems if p.kind == "format"]
+
     def layer_of(self, rel_path: str) -> Layer:
         return "L2" if PurePosixPath(rel_path).as_posix() == SKILL_MD else "L3"
 
@@ -100,8 +118,9 @@ class Skill:
 
     def text_size(self) -> dict[str, int]:
         split = _split_front_matter(self.root / SKILL_MD, self.files[SKILL_MD])
-        l3 = sum(len(t) for p, t in self.files.items() if p != SKILL_MD)
-        return {"L1": len(split.yaml_text), "L2": len(split.body), "L3": l3}
+        l3 = sum(len(self.files[p]) for p in self.l3_docs)
+        tools = sum(len(self.files[p]) for p in self.tools)
+        return {"L1": len(split.yaml_text), "L2": len(split.body), "L3": l3, "tools": tools}
 
 
 def _hash_digests(digests: Mapping[str, str]) -> str:
@@ -204,12 +223,15 @@ def _parse_skill_md(path: Path, text: str) -> _ParsedSkillMd:
 
 
 def _l1_problems(path: Path, parsed: _ParsedSkillMd, folder_name: str) -> list[Problem]:
-    """Hard rules of the format on name and description; each one is an error."""
+    """Hard rules of the format on name and description. A name that differs from the folder and a
+    description over the length limit are kind "format" warnings: published skills break them, the
+    skill still loads and the optimiser repairs them first; every other finding is an error."""
     fm, lines = parsed.front_matter, parsed.key_lines
     out: list[Problem] = []
 
-    def err(key: str, message: str) -> None:
-        out.append(Problem(path, lines.get(key, parsed.split.yaml_line), message, "error"))
+    def err(key: str, message: str, severity: Literal["error", "warning"] = "error") -> None:
+        kind = "format" if severity == "warning" else ""
+        out.append(Problem(path, lines.get(key, parsed.split.yaml_line), message, severity, kind))
 
     name = fm.get("name")
     if "name" not in fm:
@@ -221,14 +243,15 @@ def _l1_problems(path: Path, parsed: _ParsedSkillMd, folder_name: str) -> list[P
     elif not NAME_RE.match(name):
         err("name", f"'name' {name!r} must be lowercase letters, digits and single hyphens, not at either end")
     elif name != folder_name:
-        err("name", f"'name' {name!r} differs from the folder name {folder_name!r}")
+        err("name", f"'name' {name!r} differs from the folder name {folder_name!r}", "warning")
     desc = fm.get("description")
     if "description" not in fm:
         err("description", "front matter has no 'description'")
     elif not isinstance(desc, str) or not desc.strip():
         err("description", "'description' must be a non-empty string")
     elif len(desc) > DESCRIPTION_MAX:
-        err("description", f"'description' is {len(desc)} characters, at most {DESCRIPTION_MAX} allowed")
+        err("description", f"'description' is {len(desc)} characters, at most {DESCRIPTION_MAX} allowed",
+            "warning")
     return out
 
 
@@ -258,16 +281,23 @@ def _warnings(root: Path, parsed: _ParsedSkillMd, files: Mapping[str, str], othe
         msg = f"the body is {body_lines} lines; above {BODY_LINES_WARN}, move detail into references/"
         warn(md, split.body_line, msg)
     existing = set(files) | set(others)
-    for path, text in sorted(files.items()):
+    prose = {p: t for p, t in files.items() if not is_tool_path(p)}  # code names paths of its own
+    for path, text in sorted(prose.items()):
         offset = split.body_start if path == SKILL_MD else 0
         for m in _MENTION_RE.finditer(text, offset):
             target = m.group(1)
+            if "." not in PurePosixPath(target).name:
+                continue  # "scripts/tools" in prose is a phrase, not a path
             if target not in existing and not any(e.startswith(target.rstrip("/") + "/") for e in existing):
                 warn(root / path, _line_at(text, m.start()), f"mentions {target}, which does not exist")
+    all_prose = "\n".join(t for p, t in prose.items() if p != SKILL_MD) + split.body
     for path in sorted(files):
-        if path.startswith("references/") and path not in split.body and PurePosixPath(path).name not in split.body:
+        name = PurePosixPath(path).name
+        if is_reference_path(path) and path not in split.body and name not in split.body:
             warn(root / path, None, "never mentioned from SKILL.md, so the agent cannot know when to read it")
-        elif path.startswith("scripts/") and not any(path in t for p, t in files.items() if p != path):
+        elif is_tool_path(path) and name != "__init__.py" and path not in all_prose and name not in all_prose \
+                and "scripts/" not in all_prose and PurePosixPath(path).stem not in all_prose:
+            # A skill may name a script by path, by file name, by module or point at the folder.
             warn(root / path, None, "never mentioned from SKILL.md or a reference")
     return out
 
@@ -299,8 +329,9 @@ def markdown_sections(body: str, first_line: int = 1) -> list[Section]:
 # ---------------------------------------------------------------------------------------- loading
 
 
-def _is_text_path(rel: str) -> bool:
-    return rel == SKILL_MD or rel.split("/", 1)[0] in TEXT_DIRS and "/" in rel
+def _creatable(rel: str) -> bool:
+    """Where an edit may create a new file: a reference, or a script (a tool)."""
+    return is_reference_path(rel) or is_tool_path(rel)
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -392,7 +423,8 @@ def _assemble(
         hint = f" (found {near[0]}; the name is case-sensitive)" if near else ""
         raise SkillError(f"missing SKILL.md{hint}", md)
     parsed = _parse_skill_md(md, files[SKILL_MD])
-    errors = _l1_problems(md, parsed, root.name)
+    l1 = _l1_problems(md, parsed, root.name)
+    errors = [p for p in l1 if p.severity == "error"]
     if errors:
         raise SkillError(errors[0].message, errors[0].path, errors[0].line)
     fm = parsed.front_matter
@@ -409,7 +441,7 @@ def _assemble(
         max_file_bytes=max_file_bytes,
         ignore=ignore,
     )
-    skill.problems = extra + _warnings(root, parsed, files, skill.assets)
+    skill.problems = l1 + extra + _warnings(root, parsed, files, skill.assets)
     return skill
 
 
@@ -427,18 +459,44 @@ def _load_unlocked(root: Path, max_file_bytes: int, honour_ignores: bool = True)
         raise SkillError("skill folder does not exist or is not a folder", root)
     rules = IgnoreRules(root) if honour_ignores else None
     rels, problems = _scan(root, rules)
+    sizes = {rel: (root / rel).stat().st_size for rel in rels}
+    texts, skipped = _classify(root, rels, sizes, lambda rel: (root / rel).read_bytes(), max_file_bytes)
+    digests = {rel: _file_digest(root / rel) for rel in rels if rel not in texts}
+    return _assemble(root, texts, digests, max_file_bytes, problems + skipped, rules)
+
+
+def _classify(root: Path, rels: list[str], sizes: Mapping[str, int], read: Callable[[str], bytes],
+              max_file_bytes: int) -> tuple[dict[str, str], list[Problem]]:
+    """The text files of a skill (SKILL.md, references/, scripts/ code, and what they name), and a
+    warning for each named file that is not loaded as text. A bad file among the first three kinds
+    refuses the skill (file and line); a named file of another kind that is big or binary is only listed."""
     texts: dict[str, str] = {}
-    digests: dict[str, str] = {}
     for rel in rels:
-        path = root / rel
-        if _is_text_path(rel):
-            size = path.stat().st_size
-            if size > max_file_bytes:  # check before reading a huge file into memory
-                raise SkillError(f"file is {size} bytes, over the limit of {max_file_bytes}", path)
-            texts[rel] = _decode(path, path.read_bytes(), max_file_bytes)
-        else:
-            digests[rel] = _file_digest(path)
-    return _assemble(root, texts, digests, max_file_bytes, problems, rules)
+        if always_text(rel):
+            if sizes[rel] > max_file_bytes:  # check before reading a huge file into memory
+                raise SkillError(f"file is {sizes[rel]} bytes, over the limit of {max_file_bytes}", root / rel)
+            texts[rel] = _decode(root / rel, read(rel), max_file_bytes)
+    if SKILL_MD not in texts:
+        return texts, []
+    try:
+        body = _split_front_matter(root / SKILL_MD, texts[SKILL_MD]).body  # the front matter's license
+    except SkillError:  # line names LICENSE.txt, which is no reading for the agent
+        return texts, []  # _assemble reports it
+
+    def read_text(rel: str) -> str | None:
+        try:
+            return _decode(root / rel, read(rel), max_file_bytes)
+        except SkillError:
+            return None
+
+    seeds = {**{p: t for p, t in texts.items() if p != SKILL_MD}, SKILL_MD: body}
+    others = {rel: sizes[rel] for rel in rels if rel not in texts}
+    found, skipped = linked_closure(seeds, others, read_text)
+    texts.update(found)
+    notes = [Problem(root / rel, None, f"named by the skill but not loaded as text ({sizes[rel]} bytes, binary, a "
+                     "schema or under assets/): the agent never sees it in a prompt", "warning")
+             for rel in skipped if not rel.startswith("assets/")]
+    return texts, notes
 
 
 class PendingWrite(SkillError):
@@ -541,8 +599,8 @@ def _apply_one(skill: Skill, edit: Edit, current: dict[str, str]) -> None:
     if edit.old == "":
         if rel in current or rel in skill.assets or (skill.root / rel).exists():
             raise EditError("file already exists: an edit with empty 'old' only creates new files", path)
-        if not _is_text_path(rel) or rel == SKILL_MD:
-            raise EditError("new files may only be created under references/ or scripts/", path)
+        if not _creatable(rel):
+            raise EditError("new files may only be created under references/ or scripts/ (code)", path)
         parts = PurePosixPath(rel).parts
         if atomic.is_temp_name(parts[-1]) or any(part in IGNORED_NAMES or part in VCS_NAMES for part in parts):
             raise EditError("reserved file name", path)
@@ -613,10 +671,22 @@ def apply_edits_in_memory(skill: Skill, edits: list[Edit]) -> dict[str, str]:
         if size > skill.max_file_bytes:
             raise EditError(f"result would be {size} bytes, over the limit of {skill.max_file_bytes}", skill.root / rel)
     try:
-        _assemble(skill.root, current, dict(skill.asset_digests), skill.max_file_bytes, [], skill.ignore)
+        result = _assemble(skill.root, current, dict(skill.asset_digests), skill.max_file_bytes, [], skill.ignore)
     except SkillError as exc:
         raise EditError(f"result would not load: {exc.message}", exc.path, exc.line) from None
+    had = {p.message.split("'")[1] for p in _format_violations(skill)}  # messages open with 'name' or 'description'
+    for p in result.format_violations():  # a published skill may break a limit; an edit may not add one
+        if p.message.split("'")[1] not in had:
+            raise EditError(p.message, p.path, p.line)
     return changed
+
+
+def _format_violations(skill: Skill) -> list[Problem]:
+    try:
+        parsed = _parse_skill_md(skill.root / SKILL_MD, skill.files[SKILL_MD])
+    except SkillError:
+        return []
+    return [p for p in _l1_problems(skill.root / SKILL_MD, parsed, skill.root.name) if p.kind == "format"]
 
 
 def check_edit(skill: Skill, edit: Edit) -> str | None:
@@ -679,18 +749,15 @@ def snapshot(skill: Skill) -> dict[str, bytes]:
 
 def _check_snapshot(root: Path, files: Mapping[str, bytes]) -> None:
     """Refuse a snapshot that would not load, before anything is written."""
-    texts: dict[str, str] = {}
-    digests: dict[str, str] = {}
-    for rel, data in files.items():
+    for rel in files:
         p = PurePosixPath(rel)
         if not rel or p.is_absolute() or p.as_posix() != rel or any(x in ("..", ".") for x in p.parts) or "\\" in rel:
             raise SkillError(f"snapshot path {rel!r} is not a clean relative path", root)
         if atomic.is_temp_name(p.name) or any(x in IGNORED_NAMES or x in VCS_NAMES for x in p.parts):
             raise SkillError(f"snapshot holds a reserved file name {rel!r}", root / rel)
-        if _is_text_path(rel):
-            texts[rel] = _decode(root / rel, data, DEFAULT_MAX_FILE_BYTES)
-        else:
-            digests[rel] = atomic.sha256_hex(data)
+    sizes = {rel: len(data) for rel, data in files.items()}
+    texts, _ = _classify(root, sorted(files), sizes, files.__getitem__, DEFAULT_MAX_FILE_BYTES)
+    digests = {rel: atomic.sha256_hex(data) for rel, data in files.items() if rel not in texts}
     _assemble(root, texts, digests, DEFAULT_MAX_FILE_BYTES, [])
 
 

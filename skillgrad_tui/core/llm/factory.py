@@ -4,6 +4,7 @@ one) or a server, wrapped in the response cache."""
 from __future__ import annotations
 
 from skillgrad_tui.core.llm.base import Backend
+from skillgrad_tui.core.llm.gguf_info import auto_n_ctx, read_gguf_info
 from skillgrad_tui.core.llm.models import ModelInfo, resolve
 from skillgrad_tui.core.llm.settings import BackendSettings
 
@@ -32,7 +33,8 @@ def make_backend(settings: BackendSettings) -> Backend:
     else:
         local = settings.local
         info = resolve_model(settings)
-        options = dict(model_id=f"sha256:{info.sha256}", n_ctx=local.n_ctx, n_threads=local.n_threads,
+        n_ctx = local.n_ctx if local.n_ctx > 0 else auto_n_ctx(read_gguf_info(info.path))
+        options = dict(model_id=f"sha256:{info.sha256}", n_ctx=n_ctx, n_threads=local.n_threads,
                        n_gpu_layers=local.n_gpu_layers, n_batch=local.n_batch, repack=local.repack)
         if local.isolate:
             from skillgrad_tui.core.llm.worker_backend import WorkerBackend

@@ -33,6 +33,51 @@ class GGUFInfo:
     chat_template: str | None
     tensor_count: int
     data_end: int  # byte offset where the last tensor ends; must not exceed the file size
+    kv_bytes_per_token: int | None = None  # f16 K and V cache for one token, all layers (None: unknown)
+
+
+_KV_KEYS = (".block_count", ".embedding_length", ".attention.head_count", ".attention.head_count_kv",
+            ".attention.key_length", ".attention.value_length")
+AUTO_CTX_MIN = 2048
+KV_MEMORY_SHARE = 0.25  # of the memory available now: weights, compute buffers and other jobs need the rest
+
+
+def _kv_bytes(meta: dict[str, Any], arch: str) -> int | None:
+    """K and V of one token: layers x KV heads x (key + value head size) x 2 bytes (f16, llama.cpp's
+    default cache type). Sliding-window layers need less; this errs on the safe side."""
+    def get(k: str) -> int | None:
+        v = meta.get(f"{arch}{k}")
+        return int(v) if isinstance(v, int) else None
+    layers, embd, heads = get(".block_count"), get(".embedding_length"), get(".attention.head_count")
+    if not layers or not embd or not heads:
+        return None
+    kv_heads = get(".attention.head_count_kv") or heads
+    k_len = get(".attention.key_length") or embd // heads
+    v_len = get(".attention.value_length") or embd // heads
+    return layers * kv_heads * (k_len + v_len) * 2
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (MemAvailable), or None where /proc/meminfo is missing."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def auto_n_ctx(info: GGUFInfo, memory: int | None = None) -> int:
+    """The context to load a model with when none is set: its trained context, cut down to what a
+    quarter of the available memory holds as KV cache, never below AUTO_CTX_MIN (llama.cpp refuses
+    a prompt that does not fit rather than crashing, so too small a guess costs a clear error)."""
+    trained = info.context_length or 4096
+    memory = available_memory() if memory is None else memory
+    if info.kv_bytes_per_token and memory:
+        trained = min(trained, int(memory * KV_MEMORY_SHARE) // info.kv_bytes_per_token)
+    return max(AUTO_CTX_MIN, trained // 256 * 256)
 
 
 class _Reader:
@@ -100,7 +145,7 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         for _ in range(n_kv):
             key = r.string()
             vtype = r.unpack("I")
-            keep = key in _WANTED or key.endswith(".context_length")
+            keep = key in _WANTED or key.endswith(".context_length") or key.endswith(_KV_KEYS)
             val = r.value(vtype, keep)
             if keep:
                 meta[key] = val
@@ -122,7 +167,7 @@ def read_gguf_info(path: Path) -> GGUFInfo:
     return GGUFInfo(path=path, version=version, architecture=arch, name=meta.get("general.name"),
                     context_length=int(ctx) if ctx is not None else None,
                     chat_template=meta.get("tokenizer.chat_template") or None,
-                    tensor_count=n_tensors, data_end=data_end)
+                    tensor_count=n_tensors, data_end=data_end, kv_bytes_per_token=_kv_bytes(meta, arch))
 
 
 def _tensor_bytes(ggml_type: int, dims: list[int]) -> int:

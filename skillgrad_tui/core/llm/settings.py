@@ -16,7 +16,7 @@ class LocalModelSettings:
 
     model: str  # a name from `skillgrad models`, or a path to a GGUF file
     models: Mapping[str, Path] = field(default_factory=dict)  # named models from the config
-    n_ctx: int = 4096
+    n_ctx: int = 0  # 0: automatic, the model's trained context capped by memory (gguf_info.auto_n_ctx)
     n_threads: int = 0  # 0: every core this process may run on
     n_gpu_layers: int = -1
     n_batch: int = 512
