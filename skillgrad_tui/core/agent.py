@@ -329,7 +329,8 @@ def _scripts_dir(skill: Skill | None) -> Path | None:
 def _scripts_note(skill: Skill | None) -> str:
     if _scripts_dir(skill) is None:
         return ""  # no scripts: the prompt stays exactly as it was
-    return (tools_note(skill).lstrip("\n") + "\nThey can also be imported by module name. New processes "
+    return (tools_note(skill).lstrip("\n") + "\nThey can also be imported by module name (their read-only folder is in the SKILL_SCRIPTS "
+            "environment variable). New processes "
             "cannot start, so run a script with run_script(...), not `python scripts/...` in a shell.\n\n")
 
 

@@ -527,7 +527,9 @@ class _Run:
                 if not _passed(t):
                     last_fail[t.task_id] = self.rel(trajectory_file(self.log.traj_dir("seed", "train"), t.task_id))
             stats[str(st["current"])] = [_mean_score(res.trajectories) * res.n, res.n]
-            if not pool:
+            if not pool and skill.format_violations():  # still a defect to repair: one plain step for it
+                pool = [t.task_id for t in res.trajectories]
+            elif not pool:
                 self.emit(Warning_(message="the seed skill passes every training task: nothing to train on"))
         else:
             pool = [t.id for t in train]
