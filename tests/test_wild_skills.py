@@ -165,6 +165,8 @@ def test_too_long_description_loads_and_is_repaired_first(tmp_path: Path) -> Non
     result = optimize(root, suite, ScriptedBackend(task_model, model_id="task"),
                       ScriptedBackend(lambda r: "{}", model_id="opt"),
                       OptimizeOptions(steps=1, batch_size=2, seed=0, run_dir=tmp_path / "run"), sink=events.append)
+    warned = [e.message for e in events if type(e).__name__ == "Warning_"]
+    assert warned and "2 warning(s)" in warned[0] and "at most 1024" in warned[0]  # shown before the run starts
     proposed = [e for e in events if type(e).__name__ == "CandidateProposed"]
     assert proposed and proposed[0].origin == REPAIR_ORIGIN  # the first candidate of the first step
     decided = [e for e in events if type(e).__name__ == "CandidateDecided" and e.version == proposed[0].version]

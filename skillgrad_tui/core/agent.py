@@ -233,7 +233,8 @@ class Agent:
             f"{skill_card(skill)}\n\nYou solve the user's task by calling tools. Reply with JSON "
             '{"tool": ..., "argument": ...}. Tools: activate_skill (argument: the skill name) returns '
             "the skill's instructions; read_reference (argument: a reference file path, or path#N for "
-            "part N of a long one) returns that file; run_python (argument: Python code; the task's files are in the working folder) "
+            "part N of a long one) returns that file; "
+            "run_python (argument: Python code; the task's files are in the working folder) "
             "returns its output; answer (argument: the final answer values, one per line) ends the task.")
         context = self.context_text(task, self.settings.table_rows)
         messages = [Message("system", system),
@@ -329,8 +330,8 @@ def _scripts_dir(skill: Skill | None) -> Path | None:
 def _scripts_note(skill: Skill | None) -> str:
     if _scripts_dir(skill) is None:
         return ""  # no scripts: the prompt stays exactly as it was
-    return (tools_note(skill).lstrip("\n") + "\nThey can also be imported by module name (their read-only folder is in the SKILL_SCRIPTS "
-            "environment variable). New processes "
+    return (tools_note(skill).lstrip("\n") + "\nThey can also be imported by module name (their "
+            "read-only folder is in the SKILL_SCRIPTS environment variable). New processes "
             "cannot start, so run a script with run_script(...), not `python scripts/...` in a shell.\n\n")
 
 

@@ -58,6 +58,7 @@ from skillgrad_tui.core.records import Task, Trajectory
 from skillgrad_tui.core.runlog import RunError, RunLog, VersionRecord, default_runs_root, new_run_id
 from skillgrad_tui.core.skill import (SKILL_MD, Edit, Patch, Skill, SkillChanged, apply_edits_in_memory, apply_patch,
                                      load_skill, recover, snapshot)
+from skillgrad_tui.core.skill import warning_summary
 from skillgrad_tui.core.skill_lock import SkillLock
 from skillgrad_tui.core.vcs import GitError, commit_skill, in_git_work_tree
 from skillgrad_tui.core.suites import Suite
@@ -415,6 +416,8 @@ class _Run:
         self.save_seed_version(skill)
         self.emit(RunStarted(run_id=self.log.run_dir.name, skill=str(self.skill_root), suite=self.suite.name,
                              skill_hash=skill.hash, settings=self.settings(train, val, resumed=False)))
+        if (summary := warning_summary(skill.problems)):
+            self.emit(Warning_(message=summary))
 
     def save_seed_version(self, skill: Skill) -> None:
         """Version 0, the skill as the run found it (idempotent: a resumed run may redo it)."""
@@ -850,7 +853,8 @@ class _Run:
         try:
             if pend["parent"] != self.state["current"]:  # made from another frontier version
                 target = {p: b.decode("utf-8") for p, b in self.log.version_files(version).items()
-                          if p in current.files or p == SKILL_MD or (p.split("/", 1)[0] in ("references", "scripts") and "/" in p)}
+                          if p in current.files or p == SKILL_MD
+                          or (p.split("/", 1)[0] in ("references", "scripts") and "/" in p)}
                 edits = rebase_edits(current, target)
         except ValueError as exc:
             pend.update(reason_key=NOT_REBASABLE, reason=f"{NOT_REBASABLE}: {exc}")

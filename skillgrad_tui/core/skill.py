@@ -3,7 +3,8 @@
 Layout (Agent Skills): SKILL.md = YAML front matter (L1) + Markdown body (L2); references/ and
 any text file SKILL.md links or names are L3, read on demand; code under scripts/ is loaded
 (hashed, editable) but is a tool, listed by usage and never pasted; assets/ (and any other file)
-is listed and hashed but never loaded as text (skill_layout.py has the rules). Everything that refuses a folder raises SkillError naming file and line;
+is listed and hashed but never loaded as text (skill_layout.py has the rules).
+Everything that refuses a folder raises SkillError naming file and line;
 nothing here writes inside the skill folder except `apply_patch` / `restore_snapshot`, through
 the journalled writer in atomic.py. Our own state (journal, lock) lives in
 <parent>/.skillgrad/journal, never inside the skill folder. Version-control metadata and what
@@ -522,6 +523,16 @@ def load_skill(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, hono
     with atomic.folder_lock(root, jdir, exclusive=False):  # never read half of a patch
         _refuse_pending(root, jdir)
         return _load_unlocked(root, max_file_bytes, honour_ignores)
+
+
+def warning_summary(problems: list[Problem], first: int = 3) -> str:
+    """One line for a CLI or a log: how many warnings, format defects first, the first few."""
+    warns = sorted((p for p in problems if p.severity == "warning"), key=lambda p: p.kind != "format")
+    if not warns:
+        return ""
+    shown = "; ".join(f"{p.path.name}{f':{p.line}' if p.line else ''}: {p.message}" for p in warns[:first])
+    more = f" (and {len(warns) - first} more)" if len(warns) > first else ""
+    return f"the skill loads with {len(warns)} warning(s): {shown}{more}"
 
 
 def validate_skill(skill: Skill) -> list[Problem]:
