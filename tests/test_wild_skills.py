@@ -210,7 +210,7 @@ def test_one_task_with_each_published_skill(shared_dir: Path, tmp_path: Path, ge
             traj = Agent(backend, AgentSettings(max_tokens=24)).run(skill, task, seed=0)  # type: ignore[arg-type]
             assert traj.error is None, (name, traj.error)
             assert 0 < traj.usage.prompt_tokens < backend.n_ctx  # type: ignore[attr-defined]
-            assert all(skill.files[t][:400] not in traj.turns[0].text for t in skill.tools)
+            assert all(skill.files[t][:400] not in traj.turns[0].content for t in skill.tools)
             verdict = get_evaluator(task.evaluator).score(task, traj.answer)
             assert verdict.score in (0.0, 1.0)
     finally:

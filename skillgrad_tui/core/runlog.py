@@ -32,7 +32,8 @@ from skillgrad_tui.core.atomic import fsync_dir, write_file_atomically
 from skillgrad_tui.core.errors import SkillgradError
 from skillgrad_tui.core.events import Event
 from skillgrad_tui.core.records import Trajectory
-from skillgrad_tui.core.skill import Restored, Skill, content_hash, load_skill, restore_snapshot
+from skillgrad_tui.core.errors import SkillError
+from skillgrad_tui.core.skill import Restored, Skill, content_hash, load_skill, restore_snapshot, text_files
 
 try:
     import fcntl
@@ -124,12 +125,13 @@ class VersionRecord:
 
 
 def text_chars(files: Mapping[str, bytes]) -> int:
-    """Characters of the files a model reads (SKILL.md, references/, scripts/): the tie-breaker."""
-    total = 0
-    for rel, data in files.items():
-        if rel == "SKILL.md" or rel.split("/", 1)[0] in ("references", "scripts"):
-            total += len(data.decode("utf-8", errors="replace"))
-    return total
+    """Characters of the skill's text (SKILL.md, L3 files, scripts' code): the tie-breaker."""
+    try:
+        texts = text_files(files)
+    except SkillError:  # a version that does not load has no text a model reads; count as before
+        texts = {rel: data.decode("utf-8", errors="replace") for rel, data in files.items()
+                 if rel == "SKILL.md" or rel.split("/", 1)[0] in ("references", "scripts")}
+    return sum(len(t) for t in texts.values())
 
 
 def _read_tree(root: Path) -> dict[str, bytes]:

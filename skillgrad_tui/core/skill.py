@@ -758,6 +758,12 @@ def snapshot(skill: Skill) -> dict[str, bytes]:
     return files
 
 
+def text_files(files: Mapping[str, bytes]) -> dict[str, str]:
+    """The files of a snapshot that load as text (SKILL.md, L3, scripts' code), by the loading rules."""
+    sizes = {rel: len(data) for rel, data in files.items()}
+    return _classify(Path("."), sorted(files), sizes, files.__getitem__, DEFAULT_MAX_FILE_BYTES)[0]
+
+
 def _check_snapshot(root: Path, files: Mapping[str, bytes]) -> None:
     """Refuse a snapshot that would not load, before anything is written."""
     for rel in files:
