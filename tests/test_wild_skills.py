@@ -241,6 +241,7 @@ def test_one_step_from_a_published_skill(shared_dir: Path, tmp_path: Path, gemma
         backend.close()  # type: ignore[attr-defined]
     after = load_skill(root)
     assert after.hash == result.final_skill_hash
+    assert result.reason == "steps", result.summary  # the step ran to its end, with the real model in every role
     versions = result.versions
     assert versions[0].skill_hash == seed_hash and len(versions) >= 1
     assert all(v.minibatch is not None and v.decision for v in versions[1:])  # each candidate scored, decided
