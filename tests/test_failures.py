@@ -38,6 +38,10 @@ def qa(expected: list[str], answer: list[str], *, finish: str = "stop", text: st
     (["Oslo"], ["Oslo", "Bergen", "Trondheim"], "wrong_count"),
     (["Oslo"], ["Bergen"], "wrong_value"),
     (["5"], ["7"], "wrong_value"),
+    (["12 rows"], ["12"], "wrong_form"),  # right value, not in the form the evaluator expects
+    (["7 rows"], ["rows: 7"], "wrong_form"),
+    (["26 rows"], ["9"], "wrong_form"),  # the form is wrong whatever the value
+    (["26 rows"], ["9 rows"], "wrong_value"),
 ])
 def test_answer_classes(expected: list[str], answer: list[str], key: str | None) -> None:
     assert qa(expected, answer) == key

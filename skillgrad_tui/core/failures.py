@@ -3,9 +3,9 @@
 Before any model reads a failure, the code names its class from hard evidence (method.md, "Making
 the loop work with small models"): for answers, an empty or refused reply, a reply cut off or
 looping, the right value with extra words around it, a number or date in the wrong format, the
-wrong number of items, or simply a wrong value; for spreadsheets, no output workbook, a script
-that failed, cells of the wrong type, cells changed that should have kept their input value, or
-wrong cell values. The class is evidence in the diagnoser's prompt and its label is the
+wrong number of items, the answer in another form (`12` for `12 rows`), or simply a wrong value;
+for spreadsheets, no output workbook, a script that failed, cells of the wrong type, cells changed
+that should have kept their input value, or wrong cell values. The class is evidence in the diagnoser's prompt and its label is the
 diagnoser's label vocabulary, so labels are reusable and momentum merges patterns on meaning.
 """
 
@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from skillgrad_tui.core.answer_form import answer_form, show
 from skillgrad_tui.core.evaluators.base import answer_items
 from skillgrad_tui.core.evaluators.wtq import DateValue, NumberValue, normalize, to_value
 from skillgrad_tui.core.llm.loops import looping_tail
@@ -62,6 +63,11 @@ QA_CLASSES: tuple[FailureClass, ...] = (
                  "the skill should say how many items to give: every match for a list, one value otherwise",
                  "answer format list items",
                  "Give every matching item for a list question, one per line, and a single value otherwise."),
+    FailureClass("wrong_form", "answer in wrong form",
+                 "the skill should show the answer's exact form (words, order, unit around the value) in its "
+                 "rule and in every worked example",
+                 "answer format examples",
+                 "Write the answer in exactly the form the worked examples show."),
     FailureClass("wrong_value", "picked the wrong value",
                  "the skill should say how to find the right row and column before answering",
                  "read find rows column",
@@ -240,6 +246,10 @@ def classify_answer(task: Task, traj: Trajectory) -> Failure:
                     else "the reply keeps repeating itself")
     if len({normalize(g) for g in got}) != len({normalize(e) for e in expected}):
         return fail("wrong_count", f"{len(got)} item(s) given, {len(expected)} expected")
+    forms = [(answer_form(g), answer_form(e)) for g, e in zip(got, expected)]
+    if forms and all(ef is not None and gf is not None and gf != ef for gf, ef in forms):
+        gf, ef = forms[0]
+        return fail("wrong_form", f"written as {show(gf or '')!r}, expected the form {show(ef or '')!r}")
     return fail("wrong_value", "a different value")
 
 

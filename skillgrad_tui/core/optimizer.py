@@ -38,13 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from skillgrad_tui.core.agent import Agent, AgentSettings
+from skillgrad_tui.core.answer_form import FORM_ORIGIN, FORM_PATTERN, form_edits, induce
 from skillgrad_tui.core.errors import Cancelled, ModelCrashed, SkillgradError
 from skillgrad_tui.core.evaluate import EvalResult, evaluate, load_trajectory, trajectory_file
+from skillgrad_tui.core.evaluators.base import answer_items
 from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, CandidateScored, Event, EventSink,
                                        GradientComputed, MemoryUpdated, PatchDecided, PatchProposed, Progress,
                                        RunFinished, RunStarted, StepAccount, StepFinished, StepStarted, TaskFinished,
                                        ValidationScored, VersionSaved, Warning_, null_sink)
-from skillgrad_tui.core.failures import classify
+from skillgrad_tui.core.failures import classify, failure_class
 from skillgrad_tui.core.format_repair import REPAIR_ORIGIN, repair_edits
 from skillgrad_tui.core.gate import DEFAULT_K, GateDecision, paired_gate
 from skillgrad_tui.core.gradient import ContrastiveDiagnoser, FailureDiagnoser, PreservationSignal, TextGradient
@@ -63,6 +65,7 @@ from skillgrad_tui.core.skill_lock import SkillLock
 from skillgrad_tui.core.vcs import GitError, commit_skill, in_git_work_tree
 from skillgrad_tui.core.suites import Suite
 from skillgrad_tui.core.suites.splits import select_split, split_tasks
+from skillgrad_tui.core.textsim import numbers_in
 
 GATES = ("validation", "all", "ask")
 PARENT_SELECTIONS = ("current", "pareto")
@@ -648,6 +651,8 @@ class _Run:
                 rejected=[{**raw, "reason": why} for raw, why in proposal.rejected], rationale=patch.rationale,
                 gradients=patch.gradients, tasks=patch.tasks))
         self.propose_format_repair(k, skill, proposal, list(memory.preserved), train + val)
+        self.propose_answer_form(k, skill, proposal, list(memory.preserved), train + val,
+                                 [(by_id[t.task_id], t) for t in failed])
         account.update(proposed=proposal.proposed, applied=proposal.applied, passed_checks=proposal.passed,
                        rejected=dict(proposal.reasons().most_common()))
         parent_files = self.log.version_files(parent)
@@ -696,6 +701,32 @@ class _Run:
         proposal.passed += len(edits)
         proposal.candidates.insert(0, proposed)
         proposal.origins.insert(0, REPAIR_ORIGIN)
+
+    def propose_answer_form(self, k: int, skill: Skill, proposal: Proposal, preserved: list[PreservationSignal],
+                            tasks: list[Task], failed: list[tuple[Task, Trajectory]]) -> None:
+        """When the step's failures show answers in another form than the evaluator expects, the
+        skill's examples rewritten into that form (and a rule) are a candidate of their own, made in
+        code from the diffs, then checked and gated like any proposed edit."""
+        shift = induce((t.id, [g for g in answer_items(tr.answer) if g.strip()], list(t.expected or []))
+                       for t, tr in failed if t.kind != "spreadsheet")
+        if shift is None:
+            return
+        edits = form_edits(skill, shift, {n for t in tasks for e in t.expected or [] for n in numbers_in(e)})
+        if not edits:
+            return
+        label = failure_class("wrong_form").label
+        proposed = [ProposedEdit(e, FORM_PATTERN, label, shift.why(), [], list(shift.tasks)) for e in edits]
+        proposal.proposed += len(edits)
+        proposal.applied += len(edits)
+        patcher = Patcher(self.opt, seed=derive_seed(self.options.seed, "form", k),
+                          l2_max_chars=self.options.l2_max_chars)
+        why = patcher.check(skill, edits, [], preserved, tasks)
+        if why is not None:
+            proposal.reject(proposed[0].to_dict(), why[0], why[1])
+            return
+        proposal.passed += len(edits)
+        proposal.candidates.insert(0, proposed)
+        proposal.origins.insert(0, FORM_ORIGIN)
 
     def commit_pending(self, pend: dict[str, Any], **changes: Any) -> None:
         """Commit the step's pending record, with the tokens of the stage just done added to the step's."""
