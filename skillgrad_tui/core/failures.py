@@ -5,8 +5,9 @@ the loop work with small models"): for answers, an empty or refused reply, a rep
 looping, the right value with extra words around it, a number or date in the wrong format, the
 wrong number of items, the answer in another form (`12` for `12 rows`), or simply a wrong value;
 for spreadsheets, no output workbook, a script that failed, cells of the wrong type, cells changed
-that should have kept their input value, or wrong cell values. The class is evidence in the diagnoser's prompt and its label is the
-diagnoser's label vocabulary, so labels are reusable and momentum merges patterns on meaning.
+that should have kept their input value, or wrong cell values. The class is evidence in the
+diagnoser's prompt and its label is the diagnoser's label vocabulary, so labels are reusable and
+momentum merges patterns on meaning.
 """
 
 from __future__ import annotations
