@@ -226,11 +226,13 @@ def _optimize(args: argparse.Namespace) -> int:
     if skill_root is None:
         raise SkillgradError("give the skill folder to optimise (or --resume RUN)")
     config = load_config(skill_root, args.config)
-    if suite_path is None:
+    if suite_path is None:  # the same lookup as eval, watch and the app: config, then the bundled suite
+        from skillgrad_tui.core.suites.selection import default_suite_path
+
         raw = config.get("suite", "path")
-        if not raw:
+        suite_path = default_suite_path(skill_root, config.resolve_path(raw) if raw else None)
+        if suite_path is None:
             raise SkillgradError("no task suite: pass --suite DIR or set [suite] path in skillgrad.toml")
-        suite_path = config.resolve_path(raw)
         split = split if split is not None else (config.get("suite", "split") or None)
     options = _options(args, config, skill_root)
     if options.gate == "ask" and args.resume is None:
