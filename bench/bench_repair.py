@@ -125,6 +125,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="JSON report (default: bench/results/repair.json)")
     parser.add_argument("--cache", type=Path, help="response cache (default: <out>-cache.sqlite)")
     parser.add_argument("--workdir", type=Path, help="skill copies and run dirs (default: <out>-work/)")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="measure nothing: join the rows of reports measured with these settings (e.g. "
+                             "two processes, one per core, on different --defects) into --out and its table")
     args = parser.parse_args()
     if args.quick:
         args.defects, args.seeds, args.steps, args.batch_size = args.defects or "missing,wrong", 1, 1, 2
@@ -142,7 +145,14 @@ def main() -> int:
     test_tasks = load_suite(args.suite / "heldout.jsonl").tasks[: args.test]
     settings = settings_of(args, len(pool.tasks), len(test_tasks))
     rows: list[dict[str, Any]] = []
-    if args.out.is_file():
+    if args.merge:
+        for path in args.merge:
+            part = json.loads(path.read_text())
+            if part.get("settings") != settings:
+                parser.error(f"{path} was measured with other settings: {part.get('settings')}, not {settings}")
+            rows += [r for r in part["rows"] if r["config"] != "good" or not any(q["config"] == "good" for q in rows)]
+        args.defects = ",".join(d for d in args.defects.split(",") if any(r["defect"] == d for r in rows))
+    elif args.out.is_file():
         earlier = json.loads(args.out.read_text())
         if earlier.get("settings") == settings:
             rows = earlier["rows"]
@@ -164,7 +174,7 @@ def main() -> int:
     config.set("cache", "path", str(args.cache))
     backend = None
     have = {(r["defect"], r["config"], r["seed"]) for r in rows}
-    for defect, name, seed in plan(args):
+    for defect, name, seed in [] if args.merge else plan(args):
         if (defect, name, seed) in have:
             continue
         if backend is None:
