@@ -53,21 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("grade", help="grade WikiTableQuestions predictions (official format)")
-    p.add_argument("--suite", type=Path, required=True)
-    p.add_argument("--split", required=True)
-    p.add_argument("--predictions", type=Path, required=True)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--suite", type=Path, required=True, help="the WikiTableQuestions folder (with data/)")
+    p.add_argument("--split", required=True, help="the questions file's name without .tsv, e.g. "
+                   "pristine-unseen-tables")
+    p.add_argument("--predictions", type=Path, required=True, metavar="FILE",
+                   help="one line per question: id<TAB>item<TAB>item... (what `eval --predictions` writes)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = sub.add_parser("eval", help="run the agent with a skill over a task suite and score it")
     _common(p)
     _model_opts(p)
     p.add_argument("skill", type=Path, help="skill folder, or 'none' for no skill")
-    p.add_argument("--suite", type=Path)
+    p.add_argument("--suite", type=Path, help="task suite folder or JSONL file (default: [suite] path, "
+                   "else the suite bundled beside the skill)")
     p.add_argument("--split", help="the suite's own split (WTQ: TSV name) or train/val/test/all")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--run-dir", type=Path)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, help="the first N tasks of the split only")
+    p.add_argument("--seed", type=int, help="seed for the split and the model (default: config, 0)")
+    p.add_argument("--run-dir", type=Path, help="where trajectories and the summary go "
+                   "(default: runs/eval-<time>-<skill hash> beside the skill)")
+    p.add_argument("--predictions", type=Path, metavar="FILE", help="also write the answers as a "
+                   "WikiTableQuestions predictions file (id<TAB>item...), which `skillgrad grade` reads")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the summary) at the end")
 
     optimize_cmd.add_parsers(sub, _common, _model_opts)
 
@@ -145,12 +151,18 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from skillgrad_tui.core.grading import grade_predictions
 
     report = grade_predictions(args.suite, args.split, args.predictions)
+    for ex_id in report.unknown_ids[:5]:  # as the official evaluator does, one warning per id
+        print(f'WARNING: Example ID "{ex_id}" not found in {args.split}', file=sys.stderr)
+    if len(report.unknown_ids) > 5:
+        print(f"WARNING: ... and {len(report.unknown_ids) - 5} more ids not found", file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
-        print(f"{report.correct}/{report.n} correct, accuracy {report.accuracy:.4f}")
+        print(f"accuracy {report.official_accuracy:.4f} ({report.correct}/{report.predicted} questions "
+              "with a prediction; the official evaluator's figure)")
         if report.missing_ids:
-            print(f"{len(report.missing_ids)} examples had no prediction (counted wrong)")
+            print(f"over the whole split: {report.correct}/{report.n} = {report.accuracy:.4f} "
+                  f"({len(report.missing_ids)} questions without a prediction counted wrong)")
         if report.unknown_ids:
             print(f"{len(report.unknown_ids)} predictions for ids not in the split (ignored)")
     return 0

@@ -385,3 +385,38 @@ def test_structural_move_respects_preservation_by_only_adding_the_pointer(skill:
     assert COUNT_RULE in new.body  # protected line kept
     assert "- Read references/miscounted-the-matching-rows.md when a task involves miscounted the matching rows." \
         in new.body  # empty condition: a generic one from the label
+
+
+# ------------------------------------------------------------------------------ template text
+
+
+@pytest.mark.parametrize("text", [
+    "<a line to add",  # the case: a placeholder cut off by the token limit
+    "<one short general rule>",  # the example's text when the class has no rule
+    "Use <the guidance, a few lines> here.",  # a reply-format placeholder inside a sentence
+    "Give general advice that holds for any task.",  # five words of the prompt's rules in a row
+])
+def test_placeholder_or_template_text_is_rejected_by_the_checks(skill: Skill, train: list[Task], text: str) -> None:
+    p = propose(skill, train, [ins(COUNT, last(skill), text)])
+    assert p.rejected and p.rejected[0][0]["reason_key"] == "copies the prompt's template", p.rejected
+    assert "placeholder" in only_reason(p) or "prompt" in only_reason(p)
+
+
+def test_a_new_section_made_of_the_template_is_rejected(skill: Skill, train: list[Task]) -> None:
+    # What a one-step HTTP run wrote: a heading and a placeholder bullet, accepted_by_checks: true.
+    p = propose(skill, train, [{"section": "new section", "op": "new_section", "title": "Reference file to fix",
+                                "text": "- <a line to add", "why": "fix"}])
+    assert p.edits == [] and p.rejected[0][0]["reason_key"] == "copies the prompt's template"
+
+
+def test_real_guidance_and_the_skills_own_placeholders_pass(skill: Skill, train: list[Task]) -> None:
+    from skillgrad_tui.core.patcher import TEMPLATE_TEXTS
+    from skillgrad_tui.core.template_text import check_no_template_text
+
+    for ok in ("Check the count a second time.", "Run `python scripts/fill.py <input pdf> <output pdf>`.",
+               "Answer with the number only, without units."):
+        assert check_no_template_text("# Skill\n", "# Skill\n" + ok, TEMPLATE_TEXTS) is None, ok
+    said = "# Skill\n- <one short general rule>\n"  # already in the skill: editing near it is no copy
+    assert check_no_template_text(said, said + "- Count twice.\n", TEMPLATE_TEXTS) is None
+    p = propose(skill, train, [ins(COUNT, last(skill), "Check the count a second time.")])
+    assert p.rejected == [] and len(p.edits) == 1

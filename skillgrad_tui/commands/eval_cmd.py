@@ -24,7 +24,7 @@ def eval_command(args: argparse.Namespace) -> int:
     from skillgrad_tui.core.agent import Agent, AgentSettings
     from skillgrad_tui.core.evaluate import evaluate
     from skillgrad_tui.core.events import Event, TaskFinished
-    from skillgrad_tui.core.llm.factory import make_backend
+    from skillgrad_tui.core.llm.factory import describe_model, make_backend
     from skillgrad_tui.core.skill import load_skill
     from skillgrad_tui.core.suites.selection import default_suite_path, select_tasks
 
@@ -49,7 +49,9 @@ def eval_command(args: argparse.Namespace) -> int:
     events = (run_dir / "events.jsonl").open("a", encoding="utf-8")
 
     err = Console(stderr=True)
-    backend = make_backend(config.backend_settings(args.model, use_cache=not args.no_cache))
+    settings = config.backend_settings(args.model, use_cache=not args.no_cache)
+    model = describe_model(settings)
+    backend = make_backend(settings)
     agent = Agent(backend, AgentSettings(mode=config.get("agent", "mode"),
                                          max_tokens=config.get("agent", "max_tokens"),
                                          table_rows=config.get("agent", "table_rows"),
@@ -76,26 +78,59 @@ def eval_command(args: argparse.Namespace) -> int:
         events.close()
         backend.close()
 
+    counts = result.outcomes
+    cached = sum(1 for t in result.trajectories if t.from_cache)
+    run = result.n - cached  # tasks the model answered now: a rate over cache hits means nothing
     summary: dict[str, Any] = {
         "skill": str(skill_root) if skill_root else None,
         "skill_hash": skill.hash if skill else None,
-        "suite": str(suite_path), "split": split, "model": backend.model_id, "seed": seed,
+        "suite": str(suite_path), "split": split or suite.source_split or "all",
+        "model": model["name"], "model_path": model["path"], "server": model["server"],
+        "model_id": backend.model_id, "seed": seed,
         "accuracy": result.accuracy, "passed": result.passed, "n": result.n,
+        "failed": counts.failed, "errored": counts.errored, "errors": counts.to_dict()["errors"],
+        "from_cache": cached,
         "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
         "seconds": round(result.seconds, 3),
-        "tasks_per_minute": round(60 * result.n / result.seconds, 2) if result.seconds else None,
+        "tasks_per_minute": round(60 * run / result.seconds, 2) if result.seconds and run else None,
         "run_dir": str(run_dir),
         "sandbox": next((t.sandbox for t in result.trajectories if t.sandbox), None),
         "per_task": result.per_task(tasks),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    if args.predictions is not None:
+        write_predictions(args.predictions, result.trajectories)
     if args.json:
         print(json.dumps(summary, ensure_ascii=False, default=str))
     else:
-        print(f"accuracy {result.accuracy:.3f} ({result.passed}/{result.n})  "
-              f"tokens {result.prompt_tokens} prompt + {result.completion_tokens} completion  "
-              f"time {result.seconds:.1f}s  ({summary['tasks_per_minute']} tasks/min)")
+        rate = (f"{summary['tasks_per_minute']} tasks/min" if summary["tasks_per_minute"] is not None
+                else "no task ran the model")
+        if cached:
+            rate += f"; {cached} of {result.n} from the response cache"
+        print(f"accuracy {result.accuracy:.3f} ({result.passed}/{result.n}): {counts.sentence()}")
+        print(f"model {model['name']}" + (f" on {model['server']}" if model["server"] else "")
+              + f"  tokens {result.prompt_tokens} prompt + {result.completion_tokens} completion  "
+              f"time {result.seconds:.1f}s  ({rate})")
         print(f"trajectories: {run_dir / 'trajectories'}")
+        if args.predictions is not None:
+            print(f"predictions (WikiTableQuestions format): {args.predictions}")
         if summary["sandbox"]:
             print(f"agent scripts ran in the sandbox mode {summary['sandbox']}")
+    if counts.all_errored:
+        # Not a score of zero: nothing was measured. The summary above stays for the record.
+        raise SkillgradError(f"every task errored ({counts.errored}/{counts.n}); most common: "
+                             f"{counts.top_error}", run_dir / "summary.json")
     return 0
+
+
+def write_predictions(path: Path, trajectories: list[Any]) -> None:
+    """The official WTQ predictions format: one line per example, `id<TAB>item<TAB>item...`; an
+    example with no answer gets a line with its id alone (the evaluator counts it wrong)."""
+    from skillgrad_tui.core.atomic import write_file_atomically
+
+    lines = []
+    for t in trajectories:
+        items = t.answer if isinstance(t.answer, list) else ([] if t.answer is None else [str(t.answer)])
+        clean = [" ".join(str(i).replace("\t", " ").split()) for i in items]
+        lines.append("\t".join([t.task_id, *clean]))
+    write_file_atomically(path, ("\n".join(lines) + "\n").encode("utf-8"))

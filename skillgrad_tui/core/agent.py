@@ -143,6 +143,7 @@ class Agent:
                 self._run_inline_qa(skill, task, seed, cancel, traj)
         except BackendError as exc:
             traj.error = str(exc)
+            traj.error_kind = "backend"
             traj.turns.append(Turn("error", str(exc)))
         except ModelCrashed as exc:  # not a failed task: the run stops (resumable) and says where
             raise exc.add_context(f"task {task.id}") from None
@@ -163,6 +164,8 @@ class Agent:
         if not traj.turns or traj.turns[-1].kind != "prompt":
             traj.turns.append(Turn("prompt", _show(messages)))
         completion = self.backend.complete(request, cancel)
+        traj.model_calls += 1
+        traj.cached_calls += completion.from_cache
         traj.usage = traj.usage + completion.usage
         traj.turns.append(Turn("model", completion.text, usage=completion.usage, finish=completion.finish_reason))
         if completion.finish_reason == "cancelled":

@@ -25,3 +25,8 @@ class EditError(SkillgradError):
 
 class SuiteError(SkillgradError):
     """A task suite file with a bad line or a missing referenced file."""
+
+
+class EvaluationErrored(SkillgradError):
+    """Every task of an evaluation errored (server down, prompt over the context): nothing was
+    measured, which is not a score of zero."""

@@ -18,7 +18,8 @@ from skillgrad_tui.core.errors import Cancelled
 from skillgrad_tui.core.evaluators import get_evaluator
 from skillgrad_tui.core.events import EventSink, Progress, TaskFinished, TaskStarted, null_sink
 from skillgrad_tui.core.llm.base import CancelToken
-from skillgrad_tui.core.records import Task, Trajectory, Verdict
+from skillgrad_tui.core.outcomes import Outcomes, outcomes
+from skillgrad_tui.core.records import EVALUATOR_FAILED, Task, Trajectory, Verdict
 from skillgrad_tui.core.skill import Skill
 
 
@@ -32,12 +33,17 @@ class EvalResult:
     completion_tokens: int
     seconds: float
 
+    @property
+    def outcomes(self) -> Outcomes:
+        """Passed, failed and errored counts, with the most common errors."""
+        return outcomes(self.trajectories)
+
     def per_task(self, tasks: list[Task]) -> list[dict[str, object]]:
         by_id = {t.id: t for t in tasks}
         return [{"id": tr.task_id, "passed": bool(tr.verdict and tr.verdict.passed),
                  "score": tr.verdict.score if tr.verdict else 0.0, "answer": tr.answer,
                  "expected": by_id[tr.task_id].expected if tr.task_id in by_id else None,
-                 "error": tr.error} for tr in self.trajectories]
+                 "error": tr.error, "errored": tr.errored} for tr in self.trajectories]
 
 
 def score(task: Task, trajectory: Trajectory) -> Verdict:
@@ -47,7 +53,7 @@ def score(task: Task, trajectory: Trajectory) -> Verdict:
     try:
         return get_evaluator(task.evaluator).score(task, trajectory.answer)
     except Exception as exc:  # an evaluator must never take a run down with it
-        return Verdict(0.0, False, [], error=f"evaluator {task.evaluator} failed: {exc}")
+        return Verdict(0.0, False, [], error=f"{EVALUATOR_FAILED}{task.evaluator} failed: {exc}")
 
 
 def run_and_score(agent: Agent, skill: Skill | None, task: Task, *, seed: int,

@@ -19,6 +19,9 @@ from skillgrad_tui.core.suites import load_suite
 
 @dataclass
 class GradeReport:
+    """Two figures: the official evaluator's (correct over the questions that have a prediction, ids
+    not in the split warned about and skipped) and ours over the whole split (no prediction = wrong)."""
+
     n: int  # tasks in the split
     correct: int
     accuracy: float  # correct / n (0.0 for an empty split)
@@ -26,8 +29,17 @@ class GradeReport:
     missing_ids: list[str] = field(default_factory=list)  # in the split, no prediction line
     unknown_ids: list[str] = field(default_factory=list)  # predicted, not in the split
 
+    @property
+    def predicted(self) -> int:
+        """Questions of the split that have a prediction: the official evaluator's denominator."""
+        return self.n - len(self.missing_ids)
+
+    @property
+    def official_accuracy(self) -> float:
+        return self.correct / self.predicted if self.predicted else 0.0
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"official_accuracy": self.official_accuracy, "predicted": self.predicted, **asdict(self)}
 
 
 def read_predictions(path: Path) -> dict[str, list[str]]:

@@ -39,7 +39,7 @@ from typing import Any
 
 from skillgrad_tui.core.agent import Agent, AgentSettings
 from skillgrad_tui.core.answer_form import FORM_ORIGIN, FORM_PATTERN, form_edits, induce
-from skillgrad_tui.core.errors import Cancelled, ModelCrashed, SkillgradError
+from skillgrad_tui.core.errors import Cancelled, EvaluationErrored, ModelCrashed, SkillgradError
 from skillgrad_tui.core.evaluate import EvalResult, evaluate, load_trajectory, trajectory_file
 from skillgrad_tui.core.evaluators.base import answer_items
 from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, CandidateScored, Event, EventSink,
@@ -511,8 +511,15 @@ class _Run:
         done = self.log.load_trajectories(traj_dir, skill.hash)
         done = {k: v for k, v in done.items() if k in {t.id for t in tasks}}
         agent = Agent(self.task_backend, self.agent_settings)
-        return evaluate(agent, skill, tasks, seed=self.options.seed if seed is None else seed, phase=phase,
-                        step=step, sink=self.task_sink, cancel=self.token, traj_dir=traj_dir, done=done)
+        res = evaluate(agent, skill, tasks, seed=self.options.seed if seed is None else seed, phase=phase,
+                       step=step, sink=self.task_sink, cancel=self.token, traj_dir=traj_dir, done=done)
+        counts = res.outcomes
+        if counts.all_errored:
+            for path in traj_dir.glob("*.json"):  # a resumed run asks again rather than reuse errors
+                path.unlink(missing_ok=True)
+            raise EvaluationErrored(f"every task of the {phase} evaluation errored ({counts.errored}/{counts.n}); "
+                                    f"most common: {counts.top_error}")
+        return res
 
     def rel(self, path: Path) -> str:
         assert self.log is not None
@@ -604,11 +611,14 @@ class _Run:
         signals: list[PreservationSignal] = []
         classes: Counter[str] = Counter()
         for traj in res.trajectories:  # the step's failure classes: the labels its gradients may take
-            found = classify(by_id[traj.task_id], traj)
+            found = None if traj.errored else classify(by_id[traj.task_id], traj)
             if found is not None:
                 classes[found.cls.key] += 1
+        errored = [t for t in res.trajectories if t.errored]
         for traj in res.trajectories:
             task = by_id[traj.task_id]
+            if traj.errored:
+                continue  # an HTTP 500 or an evaluator crash says nothing about the skill
             if not _passed(traj):
                 g = diag.diagnose(skill, task, traj, k, allowed=list(classes))
                 if g is not None:
@@ -619,14 +629,18 @@ class _Run:
                     s = contra.compare(skill, task, traj, before, k)
                     if s is not None:
                         signals.append(s)
-        failed = [t for t in res.trajectories if not _passed(t)]
+        failed = [t for t in res.trajectories if not _passed(t) and not t.errored]
+        if errored:
+            self.emit(Warning_(message=f"{len(errored)} of {len(res.trajectories)} task(s) errored and were not "
+                                       f"diagnosed; most common: {res.outcomes.top_error}", step=k))
         invalid = diag.invalid_outputs + contra.invalid_outputs
         self.emit(GradientComputed(step=k, gradients=[g.to_dict() for g in gradients],
                                    contrastive=[s.to_dict() for s in signals], invalid_outputs=invalid))
         for role in (diag, contra):
             if role.backend_errors:
                 self.emit(Warning_(message=f"{role.backend_errors} model call(s) failed: {role.last_error}", step=k))
-        account.update(failed_tasks=len(failed), gradients=len(gradients), gradients_from_code=diag.from_code,
+        account.update(failed_tasks=len(failed), errored_tasks=len(errored), gradients=len(gradients),
+                       gradients_from_code=diag.from_code,
                        failure_classes=dict(classes.most_common()))
 
         # 3) momentum
@@ -1143,6 +1157,9 @@ class _Run:
                     self.emit(RunFinished(reason="error"))
                 except Exception:  # the log itself may be what failed; the original error matters
                     pass
+                if isinstance(exc, EvaluationErrored) and self.log is not None:
+                    raise EvaluationErrored(f"{exc.message}; fix the model or server, then resume with "
+                                            f"`skillgrad optimize --resume {self.log.run_dir}`") from exc
                 if isinstance(exc, ModelCrashed) and self.log is not None:
                     raise ModelCrashed(f"{exc.message}; the run stopped and can be resumed with "
                                        f"`skillgrad optimize --resume {self.log.run_dir}`", exc.returncode) from exc

@@ -37,6 +37,7 @@ from skillgrad_tui.core.gradient import PreservationSignal, resolve_anchor, skil
 from skillgrad_tui.core.llm.base import Backend, CompletionRequest
 from skillgrad_tui.core.momentum import Pattern, rank_key
 from skillgrad_tui.core.records import Task
+from skillgrad_tui.core.template_text import check_no_template_text
 from skillgrad_tui.core.skill import SKILL_MD, Edit, Patch, Skill, apply_edits_in_memory, check_edit
 from skillgrad_tui.core.textsim import (STOPWORDS, content_words, contains_phrase, ngrams, normalise_label,
                                         numbers_in, quoted_strings, truncate, words)
@@ -65,6 +66,25 @@ PROTECTED = "removes protected text"
 DANGLING = "points to a missing file"
 MODEL_INVALID = "model output invalid"
 MODEL_FAILED = "model call failed"
+TEMPLATE_COPY = "copies the prompt's template"
+
+# The fixed words of the patcher's prompt. An edit that copies them (or a <placeholder>) is rejected:
+# check_no_template_text. The failure class's rule, offered as the example's text, is not among them.
+RULES = ("Rules: general advice that holds for any task, never names, numbers or answers from tasks; "
+         "short; never rewrite the skill; SKILL.md body stays under {limit} characters (now {now}).\n")
+MOVE_ASK = ("This pattern keeps failing after {attempts} in-place edit(s). Move its detail into a new reference "
+            "file that the agent reads only when needed.\n")
+MOVE_REPLY = ('Reply with JSON {"candidates": [...]}, 1 to 3 items {"section": "<the section>", "op": '
+              '"move_to_references", "condition": "<when to read it>", "text": "<the guidance, a few lines>", '
+              '"why": "<reason>"}.\nExample: ')
+EDIT_ASK = "Fix the gap with a small edit.\n"
+EDIT_REPLY = ('Reply with JSON {"candidates": [...]}, 1 to 3 alternatives, each {"section", "op", "anchor", '
+              '"text", "why"}: section = a section or file named above; op = insert_after (add text after the '
+              "anchor line), replace (the anchor line by text), delete (the anchor line), new_section (with a "
+              '"title" instead of an anchor) or new_description; anchor = the start of a line of that section, '
+              "as shown; text = the new text.\nExample: ")
+RULE_PLACEHOLDER = "<one short general rule>"
+TEMPLATE_TEXTS = (RULES, MOVE_ASK, MOVE_REPLY, EDIT_ASK, EDIT_REPLY, RULE_PLACEHOLDER)
 Rejection = tuple[str, str]  # (key, message)
 
 
@@ -468,6 +488,9 @@ class Patcher:
             reason = check_no_training_values(after[path], before.get(path, ""), train_tasks, self.ngram)
             if reason is not None:
                 return TRAINING_VALUE, f"{path}: {reason}"
+            reason = check_no_template_text(before.get(path, ""), after[path], TEMPLATE_TEXTS)
+            if reason is not None:
+                return TEMPLATE_COPY, f"{path}: {reason}"
         old_yaml, old_body = split_md(before[SKILL_MD])
         new_yaml, new_body = split_md(after[SKILL_MD])
         if len(new_body) > len(old_body):  # an edit that shrinks an over-budget body is welcome
@@ -503,28 +526,17 @@ class Patcher:
         if keep:
             head += "Do not remove what helped other tasks: " + " / ".join(truncate(k, 120) for k in keep) + "\n"
         head += menu.describe() + "\n"
-        rules = ("Rules: general advice that holds for any task, never names, numbers or answers from tasks; "
-                 f"short; never rewrite the skill; SKILL.md body stays under {self.l2_max_chars} characters "
-                 f"(now {body_len}).\n")
+        rules = RULES.format(limit=self.l2_max_chars, now=body_len)
         example = self._example(menu, pattern)
         if menu.structural:
-            return (head + f"This pattern keeps failing after {pattern.patch_attempts} in-place edit(s). Move its "
-                    "detail into a new reference file that the agent reads only when needed.\n" + rules +
-                    'Reply with JSON {"candidates": [...]}, 1 to 3 items {"section": "<the section>", "op": '
-                    '"move_to_references", "condition": "<when to read it>", "text": "<the guidance, a few lines>", '
-                    '"why": "<reason>"}.\nExample: ' + example)
-        return (head + "Fix the gap with a small edit.\n" + rules +
-                'Reply with JSON {"candidates": [...]}, 1 to 3 alternatives, each {"section", "op", "anchor", '
-                '"text", "why"}: section = a section or file named above; op = insert_after (add text after the '
-                "anchor line), replace (the anchor line by text), delete (the anchor line), new_section (with a "
-                '"title" instead of an anchor) or new_description; anchor = the start of a line of that section, '
-                "as shown; text = the new text.\nExample: " + example)
+            return head + MOVE_ASK.format(attempts=pattern.patch_attempts) + rules + MOVE_REPLY + example
+        return head + EDIT_ASK + rules + EDIT_REPLY + example
 
     def _example(self, menu: EditMenu, pattern: Pattern) -> str:
         """One valid answer, with the failure class's usual fix as its text (a small model copies
         examples; the gate decides whether the copy helps)."""
         cls = class_by_label(pattern.label)
-        text = cls.rule if cls is not None and cls.rule else "<one short general rule>"
+        text = cls.rule if cls is not None and cls.rule else RULE_PLACEHOLDER
         target = menu.focus if menu.focus in menu.targets else next(
             (t for t, bs in menu.targets.items() if bs and bs[0].layer == "L2"), None)
         if target is None:

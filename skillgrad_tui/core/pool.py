@@ -27,7 +27,7 @@ NOT_REBASABLE = "cannot apply to the current skill"
 ALL_PASSED = "minibatch all passed"
 NO_GRADIENT = "no gradient"
 
-COUNTS = ("failed_tasks", "gradients", "gradients_from_code", "proposed", "applied", "passed_checks",
+COUNTS = ("failed_tasks", "errored_tasks", "gradients", "gradients_from_code", "proposed", "applied", "passed_checks",
           "candidates", "scored_minibatch", "improved_minibatch", "validated", "accepted")
 
 
@@ -119,6 +119,8 @@ def step_sentence(a: Mapping[str, Any], kept: str | None) -> str:
     if kept:
         return kept
     if not a.get("failed_tasks"):
+        if a.get("errored_tasks"):
+            return f"no change: {a['errored_tasks']} task(s) of the minibatch errored, the others passed"
         return "no change: every task of the minibatch passed"
     if not a.get("gradients"):
         return "no change: no failure could be diagnosed"
@@ -140,6 +142,9 @@ def run_sentence(a: Mapping[str, Any], steps: int, kept_versions: list[int]) -> 
     reasons = top_reasons(a.get("rejected", {}))
     why = f"; most common reasons: {reasons}" if reasons else ""
     if not a.get("failed_tasks"):
+        if a.get("errored_tasks"):
+            return (f"no change over {steps} step(s): {a['errored_tasks']} task(s) errored and were not "
+                    "diagnosed, the others passed")
         return f"no change over {steps} step(s): every minibatch passed"
     return (f"no change over {steps} step(s): {a.get('failed_tasks', 0)} failed task(s), "
             f"{a.get('proposed', 0)} edit(s) proposed, {a.get('applied', 0)} applied, "

@@ -82,6 +82,9 @@ class Verdict:
         return "\n".join(lines) if lines else "all items match"
 
 
+EVALUATOR_FAILED = "evaluator "  # how a Verdict's error starts when the evaluator itself crashed
+
+
 @dataclass
 class Turn:
     """One step of a trajectory: a prompt sent, a model reply, a tool call or its result."""
@@ -106,6 +109,24 @@ class Trajectory:
     error: str | None = None
     verdict: Verdict | None = None
     sandbox: str | None = None  # the confinement agent-written scripts ran in (sandbox.describe), if any
+    # "backend" when the model could not be asked (server error, prompt over the context): the task
+    # errored, which says nothing about the skill; None for an answer, or a task the model failed.
+    error_kind: str | None = None
+    model_calls: int = 0
+    cached_calls: int = 0  # of those, answered by the response cache
+
+    @property
+    def from_cache(self) -> bool:
+        """Every model call was a cache hit: the task's seconds say nothing about the model's speed."""
+        return self.model_calls > 0 and self.cached_calls == self.model_calls
+
+    @property
+    def errored(self) -> bool:
+        """The task could not be run or scored, as opposed to run and failed."""
+        if self.error_kind is not None:
+            return True
+        v = self.verdict
+        return v is not None and v.error is not None and v.error.startswith(EVALUATOR_FAILED)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,5 +140,6 @@ class Trajectory:
             seed=d["seed"], turns=turns, answer=d.get("answer"), usage=Usage(**d["usage"]),
             seconds=d.get("seconds", 0.0), error=d.get("error"),
             verdict=Verdict.from_dict(d["verdict"]) if d.get("verdict") else None,
-            sandbox=d.get("sandbox"),
+            sandbox=d.get("sandbox"), error_kind=d.get("error_kind"), model_calls=d.get("model_calls", 0),
+            cached_calls=d.get("cached_calls", 0),
         )

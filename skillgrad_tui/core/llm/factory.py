@@ -20,6 +20,15 @@ def backend_identity(settings: BackendSettings) -> str:
     return f"local:{resolve_model(settings).path}"
 
 
+def describe_model(settings: BackendSettings) -> dict[str, str | None]:
+    """The model by name, for people and JSON (`model_id` is a hash, made for the cache)."""
+    if settings.server is not None:
+        return {"name": settings.server.model or "the server's default model", "server": settings.server.url,
+                "path": None}
+    info = resolve_model(settings)
+    return {"name": info.name, "server": None, "path": str(info.path)}
+
+
 def make_backend(settings: BackendSettings) -> Backend:
     from skillgrad_tui.core.llm.cache import CachedBackend, ResponseCache
 
