@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -44,13 +45,26 @@ def _model_opts(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from skillgrad_tui import __version__
+
     parser = argparse.ArgumentParser(prog="skillgrad", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"skillgrad {__version__}")
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("models", help="list the models SkillGrad can use")
     _common(p)
     p.add_argument("--model", action="append", type=Path, default=[], help="also describe this GGUF")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    p = sub.add_parser("init", help="write a commented skillgrad.toml where SkillGrad will find it")
+    p.add_argument("skill", type=Path, nargs="?", default=Path("."),
+                   help="the skill it is for: the file goes beside it, in its parent folder (default: .)")
+    p.add_argument("--user", action="store_true", help="write the user-wide file instead")
+    p.add_argument("--force", action="store_true", help="replace a skillgrad.toml that exists")
+
+    p = sub.add_parser("completion", help="print a shell completion script")
+    p.add_argument("shell", choices=("bash", "zsh", "tcsh"), help="e.g. `skillgrad completion bash > "
+                   "~/.local/share/bash-completion/completions/skillgrad`")
 
     p = sub.add_parser("grade", help="grade WikiTableQuestions predictions (official format)")
     p.add_argument("--suite", type=Path, required=True, help="the WikiTableQuestions folder (with data/)")
@@ -81,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _model_opts(p)
     p.add_argument("skill", type=Path, nargs="?", default=Path("."), help="skill folder (default: .)")
-    p.add_argument("--suite", type=Path)
+    p.add_argument("--suite", type=Path, help="task suite folder or JSONL file (default: [suite] path, "
+                   "else the suite bundled beside the skill)")
     p.add_argument("--watch", action="store_true", help="start with watch mode on")
 
     from skillgrad_tui.tui.watch import add_watch_arguments
@@ -146,6 +161,30 @@ def runtime_facts(config: Config) -> dict[str, object]:
     return {"device": device, "why": why, "repack": decision.use_extra_bufts, "repack_reason": decision.reason}
 
 
+@command("init")
+def cmd_init(args: argparse.Namespace) -> int:
+    from skillgrad_tui.config import CONFIG_NAME, commented_config, user_config_path
+    from skillgrad_tui.core.atomic import write_file_atomically
+
+    target = user_config_path() if args.user else args.skill.resolve().parent / CONFIG_NAME
+    if not args.user and not (args.skill / "SKILL.md").is_file():
+        raise SkillgradError(f"not a skill folder (no SKILL.md): {args.skill}; give the skill, or --user")
+    if target.exists() and not args.force:
+        raise SkillgradError("exists already; --force replaces it", target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_file_atomically(target, commented_config().encode("utf-8"))
+    print(f"wrote {target}: every key at its default, commented out; uncomment a line to change it")
+    return 0
+
+
+@command("completion")
+def cmd_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
 @command("grade")
 def cmd_grade(args: argparse.Namespace) -> int:
     from skillgrad_tui.core.grading import grade_predictions
@@ -200,7 +239,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.error(f"unknown command {args.command}")
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
+        return code
+    except BrokenPipeError:
+        # `skillgrad models --json | head -c 1`: the reader has gone, which is no error of ours.
+        # Point stdout at /dev/null so that the interpreter's own flush at exit stays quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by a closed pipe
     except SkillgradError as exc:
         print(f"skillgrad: error: {exc}", file=sys.stderr)
         return 2

@@ -262,3 +262,21 @@ def save_config(config: Config, path: Path) -> None:
 
     validate(config.values, path)
     write_file_atomically(path, tomli_w.dumps(config.values).encode("utf-8"))
+
+
+def commented_config() -> str:
+    """A skillgrad.toml that documents every key and changes nothing: each key commented out at its
+    default, so that a later default still applies until the user uncomments a line."""
+    lines = ["# skillgrad.toml: SkillGrad's settings, read beside the skill (in its parent folder), then from",
+             f"# {user_config_path()}. Uncomment a line to change it; command-line flags win over this file.", ""]
+    for section, keys in SCHEMA.items():
+        lines.append(f"[{section}]")
+        if section == "models":
+            lines += ["# Your own GGUF files by name, for --model NAME and [model] default:",
+                      '# my-model = "~/models/my-model.Q4_K_M.gguf"']
+        for name, key in keys.items():
+            if key.doc:
+                lines.append(f"# {key.doc}")
+            lines.append("# " + tomli_w.dumps({name: key.default}).strip())
+        lines.append("")
+    return "\n".join(lines)

@@ -111,6 +111,6 @@ def test_ctrl_c_stops_the_watch_command(skill_dir: Path, capsys: pytest.CaptureF
 
         return Interrupting()
 
-    assert watch_command(args, backend_factory=factory) == 0  # type: ignore[arg-type]
+    assert watch_command(args, backend_factory=factory) == 130  # type: ignore[arg-type]  # as a shell expects after SIGINT
     out = capsys.readouterr().out
     assert "watching" in out and out.rstrip().endswith("stopped")

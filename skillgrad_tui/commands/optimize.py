@@ -88,7 +88,7 @@ def add_parsers(sub: Any, common: AddArgs, model_opts: AddArgs) -> None:
 
     p = sub.add_parser("history", help="list the skill versions of a run with their scores")
     p.add_argument("run", type=Path, help="run directory (or a run id under ./.skillgrad/runs)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the versions and lineage as JSON")
 
     p = sub.add_parser("rollback", help="restore one skill version of a run, atomically",
                        description="Restore a stored version. Files the version does not have, and the old "
@@ -96,7 +96,7 @@ def add_parsers(sub: Any, common: AddArgs, model_opts: AddArgs) -> None:
                                    "(set-aside/<time>-before-v<N>/) and listed; nothing is deleted. Git "
                                    "metadata and files that .gitignore names are never touched.")
     p.add_argument("run", type=Path, help="run directory (or a run id under ./.skillgrad/runs)")
-    p.add_argument("version", type=int)
+    p.add_argument("version", type=int, help="the version number to restore (see `skillgrad history RUN`)")
     p.add_argument("--skill", type=Path, help="skill folder to restore into (default: the run's skill)")
 
     p = sub.add_parser("recover", help="finish or undo a write of a skill that a crash interrupted",

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import gc
 import os
+import sys
 import threading
 import time
 import traceback
@@ -640,6 +641,12 @@ def run_app(skill: Path, suite: Path | None, config_path: Path | None, model: st
             watch: bool = False) -> int:
     """Entry point for `skillgrad tui`; SkillgradError (bad config, ...) propagates to the CLI."""
     config = load_config(Path(skill), explicit=config_path)
+    if not (Path(skill) / "SKILL.md").is_file():  # else the app would scan whatever folder this is
+        raise SkillgradError(f"not a skill folder (no SKILL.md): {Path(skill).resolve()}; "
+                             "give one, e.g. `skillgrad tui skills/table-qa`")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):  # escape codes into a pipe, waiting for keys
+        raise SkillgradError("the terminal app needs a terminal; in scripts use `skillgrad eval`, "
+                             "`skillgrad optimize --json` or `skillgrad watch`")
     app = SkillgradApp(Path(skill), suite, config=config, model=model, no_cache=no_cache, watch=watch)
     code = app.run()
     return int(code or 0)

@@ -68,6 +68,10 @@ class WatchLoop:
         tokens = result.prompt_tokens + result.completion_tokens
         self.say(f"{skill.short_hash[:8]}  {self.split} {result.passed}/{result.n} = {result.accuracy:.3f}{delta}"
                  f"  {tokens} tok  {result.seconds:.1f}s  [{reason}]")
+        counts = result.outcomes
+        if counts.errored:  # not part of the score: say so, or a dead server reads as a bad skill
+            self.say(f"  {'every task' if counts.all_errored else f'{counts.errored} task(s)'} errored: "
+                     f"{counts.top_error}")
         if self.optimize:
             self._optimize()
 
@@ -115,9 +119,11 @@ class WatchLoop:
                     except queue.Empty:
                         break
                 self.evaluate(reason)
-        except (KeyboardInterrupt, Cancelled):
+        except (KeyboardInterrupt, Cancelled) as exc:
             self.cancel.cancel()
             self.say("stopped")
+            if isinstance(exc, KeyboardInterrupt):
+                return 130  # Ctrl-C: what a shell expects of a program stopped by SIGINT
         finally:
             watcher.stop()
             self.session.close()
