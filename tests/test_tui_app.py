@@ -332,3 +332,25 @@ async def test_an_interrupted_write_is_named_and_recovered_with_one_key(skill_di
         assert any("finished an interrupted write" in n.message for n in app._notifications)
         assert app.skill.front_matter.get("license") == "MIT"
         assert "Recover interrupted write" in [c.name for c in app.palette_commands()]
+
+
+async def test_an_evaluation_where_every_task_errored_is_an_error_not_a_zero(skill_dir: Path) -> None:
+    from skillgrad_tui.core.errors import BackendError
+    from skillgrad_tui.core.llm.scripted import ScriptedBackend
+
+    def down(req: object) -> str:
+        raise BackendError("HTTP 500 from [server] http://127.0.0.1:9/v1/chat/completions")
+
+    backend = ScriptedBackend(down)
+    app = SkillgradApp(skill_dir, SUITE, backend_factory=lambda role: backend, config=ONE_STEP)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("v")
+        await wait_for(pilot, lambda: app.last_result is not None and not app.running)
+        pane = app.query_one(TrajectoriesPane)
+        assert all(e.errored for e in pane.finished.values()) and len(pane.finished) == 10
+        cells = {str(pane.table.get_cell(k, "result")) for k in pane.finished}
+        assert cells == {"⚠ error"}
+        summary = str(pane.query_one("#traj-summary").render())
+        assert "0/10 passed, 10 errored (HTTP 500 from [server]" in summary  # "[server]" not eaten as markup
+        notes = [n.message for n in app._notifications]
+        assert any(m.startswith("every task errored (10/10): HTTP 500 from [server]") for m in notes), notes

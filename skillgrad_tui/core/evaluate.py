@@ -107,7 +107,8 @@ def evaluate(agent: Agent, skill: Skill | None, tasks: list[Task], *, seed: int,
                           passed=verdict.passed, score=verdict.score, answer=trajectory.answer,
                           expected=task.expected, prompt_tokens=trajectory.usage.prompt_tokens,
                           completion_tokens=trajectory.usage.completion_tokens,
-                          seconds=trajectory.seconds, error=trajectory.error, trajectory=rel))
+                          seconds=trajectory.seconds, error=trajectory.error, trajectory=rel,
+                          errored=trajectory.errored))
         sink(Progress(done=i + 1, total=len(tasks), phase=phase, tokens=tokens,
                       seconds=time.perf_counter() - start))
     passed = sum(1 for t in results if t.verdict and t.verdict.passed)

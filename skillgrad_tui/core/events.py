@@ -76,6 +76,7 @@ class TaskFinished(Event):
     seconds: float = 0.0
     error: str | None = None
     trajectory: str | None = None  # path of the saved trajectory JSON
+    errored: bool = False  # could not be run or scored (server error, ...): apart from failed
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, TabbedContent, TabPane, Tree
 
@@ -104,6 +105,11 @@ class SkillgradApp(App[int]):
         Binding("5", "show_pane('candidates')", "Candidates", show=False, id="pane.candidates"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Plain text unless asked: messages carry TOML sections ("[suite]"), paths and errors."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def __init__(self, skill_path: Path, suite_path: Path | None = None, *,
                  backend_factory: Callable[[str], Backend] | None = None, config: Config | None = None,
@@ -421,7 +427,15 @@ class SkillgradApp(App[int]):
             self.progress.end(reason)
             if message.kind == "evaluate" and message.result is not None:
                 r = message.result
-                self.notify(f"validation: {r.passed}/{r.n} passed ({r.accuracy:.2f})", title="Evaluated")
+                counts = r.outcomes
+                if counts.all_errored:  # nothing was measured: an error, not a score of zero
+                    self.progress.end("error")
+                    self.notify(f"every task errored ({counts.errored}/{counts.n}): {counts.top_error}",
+                                title="Evaluation errored", severity="error", timeout=15)
+                else:
+                    self.notify(f"validation: {r.passed}/{r.n} passed ({r.accuracy:.2f})"
+                                + (f"; {counts.errored} errored: {counts.top_error}" if counts.errored else ""),
+                                title="Evaluated", severity="warning" if counts.errored else "information")
             else:
                 summary = getattr(message.result, "summary", "")
                 self.notify(f"run finished: {reason}" + (f"\n{summary}" if summary else ""), title="Optimised",

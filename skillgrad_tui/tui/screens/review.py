@@ -235,7 +235,7 @@ class ReviewScreen(Screen[Any]):
                 return
             preview = preview_edit(self.request.skill, replace(item.edit, new=text))
             if preview.error:
-                self.notify(preview.error, title="Edited text does not apply", severity="error")
+                self.notify(preview.error, title="Edited text does not apply", severity="error", markup=False)
                 return
             self.replaced[item.index] = text
             self._decide(i, "edited")

@@ -7,6 +7,8 @@ rebuilding the table (cheap enough to keep up with a scripted backend's event ra
 
 from __future__ import annotations
 
+import collections
+
 from typing import Any
 
 from rich.text import Text
@@ -16,6 +18,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import RowDoesNotExist
 
+from skillgrad_tui.core.outcomes import error_key
 from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, CandidateScored, GradientComputed,
                                        MemoryUpdated, StepStarted, TaskFinished, TaskStarted)
 
@@ -27,12 +30,21 @@ def clip(value: Any, n: int = 40) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def verdict_cell(passed: bool | None, error: str | None = None) -> Text:
+def verdict_cell(passed: bool | None, error: str | None = None, errored: bool = False) -> Text:
     if passed is None:
         return Text("…", style="dim")
+    if errored:  # could not run (server error, prompt too long): not the skill's failure
+        return Text("⚠ error", style="bold yellow")
     if error and not passed:
         return Text("✗ err", style="bold red")
     return Text("✓ pass", style="bold green") if passed else Text("✗ fail", style="bold red")
+
+
+def _top_error(done: list[TaskFinished]) -> str:
+    kinds = collections.Counter(error_key(e.error or "") for e in done if e.errored)
+    key, _ = kinds.most_common(1)[0]
+    example = next(e.error or "" for e in done if e.errored and error_key(e.error or "") == key)
+    return clip(example, 60)
 
 
 # ------------------------------------------------------------------------------------ trajectories
@@ -98,7 +110,7 @@ class TrajectoriesPane(Vertical):
         key = self._ensure_row(event.phase, event.task_id)
         self.finished[key] = event
         t = self.table
-        t.update_cell(key, "result", verdict_cell(event.passed, event.error))
+        t.update_cell(key, "result", verdict_cell(event.passed, event.error, event.errored))
         t.update_cell(key, "score", f"{event.score:.2f}")
         # Rows are created before their answers exist: let these columns grow to fit.
         t.update_cell(key, "answer", clip(event.answer if not event.error or event.answer else event.error, 28),
@@ -113,9 +125,12 @@ class TrajectoriesPane(Vertical):
             done = [e for e in self.finished.values() if e.phase == phase]
             if done:
                 passed = sum(e.passed for e in done)
-                parts.append(f"{phase} {passed}/{len(done)} passed")
+                errored = sum(e.errored for e in done)
+                parts.append(f"{phase} {passed}/{len(done)} passed"
+                             + (f", {errored} errored ({_top_error(done)})" if errored else ""))
         head = f"{self.head}: " if self.head else ""
-        self.query_one("#traj-summary", Static).update(head + " · ".join(parts) + "  (enter opens)",
+        # Text, not markup: an error message may hold "[server]" or "[/v1]".
+        self.query_one("#traj-summary", Static).update(Text(head + " · ".join(parts) + "  (enter opens)"),
                                                         layout=False)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
