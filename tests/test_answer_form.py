@@ -65,6 +65,21 @@ def test_examples_in_a_wrong_form_are_rewritten_and_pass_the_checks(tmp_path: Pa
     assert Patcher(ScriptedBackend(lambda r: "{}")).check(skill, edits, [], [], tasks) is None
 
 
+def test_an_older_layout_of_the_expected_words_is_rewritten_though_the_model_never_wrote_it(tmp_path: Path) -> None:
+    # What SmolLM2 does with the outdated skill: its examples say `rows: 4`, it answers a bare `4`.
+    shift = induce([("a", ["12"], ["12 rows"]), ("b", ["9"], ["26 rows"])])
+    assert shift is not None and shift.got == (SLOT,)
+    after = apply_edits_in_memory(load_skill(defective(tmp_path, "outdated")),
+                                  form_edits(load_skill(tmp_path / "outdated" / "row-count"), shift, set()))[SKILL_MD]
+    assert "Answer: 4 rows\n" in after and "Answer: rows: 4" not in after and "`7 rows`" in after
+    # Other words in one-number answers are another kind of answer, left alone.
+    other = induce([("a", ["12"], ["12 rows"]), ("b", ["9"], ["26 rows"])])
+    assert other is not None and answer_form("page 4") is not None
+    from skillgrad_tui.core.answer_form import _wrong_form
+
+    assert not _wrong_form(answer_form("page 4") or "", other) and _wrong_form(f"Rows: {SLOT}", other)
+
+
 def test_a_skill_with_no_example_gets_a_rule_with_a_number_no_training_answer_has(tmp_path: Path) -> None:
     skill = load_skill(defective(tmp_path, "missing"))
     shift = induce(BARE)

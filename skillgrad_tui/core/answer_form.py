@@ -5,7 +5,8 @@ wrong, and what fixes it is what the skill shows: small models copy the form of 
 examples far more than they follow its rules (issue 10's probes). So this module induces, from the
 (got, expected) answers of a step's failures, the form the evaluator wants (`N rows`) and the forms
 the model wrote (`N`, `rows: N`), and turns it into edits no model has to get right: the skill's
-example answers written in a wrong form are rewritten into the expected one, and a rule line with an
+example answers written in a wrong form (one the model wrote, or the expected form's words in another
+layout) are rewritten into the expected one, and a rule line with an
 example is added when the skill shows the expected form nowhere. The edits go through the patcher's
 checks and the gate like any proposed edit, so the evidence decides, never this module alone.
 """
@@ -93,11 +94,26 @@ def induce(failures: Iterable[tuple[str, Sequence[str], Sequence[str]]], min_sup
     return FormShift(expected, got, support, n, tuple(tasks[expected]))
 
 
+def _form_words(form: str) -> set[str]:
+    return {w.lower() for w in re.findall(r"[^\W\d_]+", form.replace(SLOT, " "))}
+
+
+def _wrong_form(form: str, shift: FormShift) -> bool:
+    """A form to rewrite: one the model wrote, or the expected form's words laid out another way
+    (`rows: N` for `N rows`, an older convention the model may not even copy)."""
+    if form == shift.expected:
+        return False
+    if form in shift.got:
+        return True
+    unit = _form_words(shift.expected)
+    return bool(unit) and _form_words(form) == unit
+
+
 def _rewrite(value: str, shift: FormShift) -> str | None:
-    """`value` in the expected form when it is written in one of the forms the model used."""
+    """`value` in the expected form when it is written in a wrong form (_wrong_form)."""
     inner = value.strip().strip("`").strip()
     form = answer_form(inner)
-    if form is None or form not in shift.got:
+    if form is None or not _wrong_form(form, shift):
         return None
     number = _NUMBER.search(" ".join(inner.split()))
     assert number is not None
