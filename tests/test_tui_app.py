@@ -154,7 +154,10 @@ async def test_reject_all_leaves_the_skill_untouched(skill_dir: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
         await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
-        await pilot.press("r")  # on the review screen, r rejects everything
+        await pilot.press("r")  # on the review screen, r does nothing: it means Optimise on the main one
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, ReviewScreen)
+        await pilot.press("N")  # N rejects everything
         await wait_for(pilot, lambda: not app.running)
         assert load_skill(skill_dir).hash == seed_hash
         decided = [e for e in run_events(app) if isinstance(e, PatchDecided)]
@@ -211,6 +214,9 @@ async def test_escape_cancels_between_tokens(skill_dir: Path) -> None:
         assert "cancelling" not in pane._status().plain  # and gone once it has
         assert len(app.trajectories.finished) < 10
         assert load_skill(skill_dir).hash == seed_hash
+        table = app.trajectories.table
+        cells = [str(table.get_cell_at((i, 2))) for i in range(table.row_count)]
+        assert "▸ running" not in cells  # a task cut off by the cancel does not stay "running"
 
 
 async def test_quit_mid_run_waits_and_leaves_a_resumable_run(skill_dir: Path) -> None:
@@ -354,3 +360,39 @@ async def test_an_evaluation_where_every_task_errored_is_an_error_not_a_zero(ski
         assert "0/10 passed, 10 errored (HTTP 500 from [server]" in summary  # "[server]" not eaten as markup
         notes = [n.message for n in app._notifications]
         assert any(m.startswith("every task errored (10/10): HTTP 500 from [server]") for m in notes), notes
+
+
+async def test_key_1_focuses_the_skill_text_so_that_it_scrolls_then_the_tree(skill_dir: Path) -> None:
+    app = make_app(skill_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.skill is not None)
+        await pilot.press("1")
+        view = app.query_one("#skill-view")
+        assert view.has_focus
+        await pilot.press("pagedown")
+        await wait_for(pilot, lambda: view.scroll_y > 0)  # SKILL.md is longer than the pane
+        await pilot.press("1")
+        assert app.query_one("#skill-tree").has_focus
+
+
+def test_rows_of_tasks_that_never_finished_are_marked_when_a_run_stops() -> None:
+    from skillgrad_tui.core.events import TaskStarted
+
+    async def go() -> None:
+        from textual.app import App
+
+        class One(App[None]):
+            def compose(self):  # type: ignore[no-untyped-def]
+                yield TrajectoriesPane()
+
+        app = One()
+        async with app.run_test() as pilot:
+            pane = app.query_one(TrajectoriesPane)
+            pane.task_started(TaskStarted(step=0, task_id="t1", phase="val"))
+            pane.stop_unfinished("stopped")
+            await pilot.pause()
+            assert str(pane.table.get_cell_at((0, 2))) == "■ stopped"
+
+    import asyncio
+
+    asyncio.run(go())

@@ -422,6 +422,8 @@ class SkillgradApp(App[int]):
         self._drain_events(limit=None)  # every event of the run is shown before its outcome
         if self._review_screen is not None:
             self._review_screen.cancel()
+        if message.outcome != "done":  # rows of tasks that never finished must not read "running"
+            self.trajectories.stop_unfinished("cancelled" if message.outcome == "cancelled" else "stopped")
         if message.outcome == "done":
             reason = getattr(message.result, "reason", None) or "done"
             self.progress.end(reason)
@@ -554,8 +556,9 @@ class SkillgradApp(App[int]):
         self._update_subtitle()
 
     def action_show_pane(self, pane: str) -> None:
-        if pane == "skill":
-            self.main.query_one("#skill-tree", Tree).focus()
+        if pane == "skill":  # the file's text first, so that it scrolls; pressed again, the file tree
+            view = self.main.query_one("#skill-view")
+            (self.main.query_one("#skill-tree", Tree) if view.has_focus else view).focus()
             return
         self.main.query_one(TabbedContent).active = f"tab-{pane}"
         table = {"trajectories": "#traj-table", "gradients": "#grad-table", "memory": "#mem-table",

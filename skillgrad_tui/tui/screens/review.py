@@ -67,7 +67,8 @@ class ReviewScreen(Screen[Any]):
         Binding("y", "accept", "Accept", id="review.accept"),
         Binding("n", "reject", "Reject", id="review.reject"),
         Binding("a", "accept_all", "Accept all", id="review.accept_all"),
-        Binding("r", "reject_all", "Reject all", id="review.reject_all"),
+        # N, not r: on the main screen r starts a run, and one key should not mean both.
+        Binding("N", "reject_all", "Reject all", id="review.reject_all"),
         Binding("e", "edit", "Edit", id="review.edit"),
         Binding("j", "move(1)", "Next", show=False, id="review.next"),
         Binding("k", "move(-1)", "Previous", show=False, id="review.previous"),

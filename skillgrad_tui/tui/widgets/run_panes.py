@@ -66,6 +66,7 @@ class TrajectoriesPane(Vertical):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.finished: dict[str, TaskFinished] = {}
+        self.running: set[str] = set()  # rows whose task started (finished ones are in `finished`)
         self.head = ""  # what the rows are: "seed evaluation", "step 3", "evaluation"
 
     def compose(self) -> ComposeResult:
@@ -86,6 +87,7 @@ class TrajectoriesPane(Vertical):
     def clear(self, title: str, head: str = "") -> None:
         self.table.clear()
         self.finished.clear()
+        self.running.clear()
         self.head = head
         self.query_one("#traj-summary", Static).update(title, layout=False)
 
@@ -104,7 +106,17 @@ class TrajectoriesPane(Vertical):
 
     def task_started(self, event: TaskStarted) -> None:
         key = self._ensure_row(event.phase, event.task_id)
+        self.running.add(key)
         self.table.update_cell(key, "result", Text("▸ running", style="yellow"))
+
+    def stop_unfinished(self, label: str) -> None:
+        """The run ended (cancelled, an error): tasks that started and never finished say so."""
+        for key in sorted(self.running - set(self.finished)):
+            try:
+                self.table.update_cell(key, "result", Text(f"■ {label}", style="dim"))
+            except Exception:  # the row went with a cleared table: nothing to mark
+                pass
+        self.running.clear()
 
     def task_finished(self, event: TaskFinished) -> None:
         key = self._ensure_row(event.phase, event.task_id)
