@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", action="store_true", help="write the user-wide file instead")
     p.add_argument("--force", action="store_true", help="replace a skillgrad.toml that exists")
 
+    p = sub.add_parser("export", help="export a run as JSON, CSV (one row per version) or a self-contained HTML report")
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("--format", choices=("json", "csv", "html"), default="html", help="default: html")
+    p.add_argument("-o", "--out", type=Path, metavar="FILE", help="write here (default: standard output)")
+
     p = sub.add_parser("completion", help="print a shell completion script")
     p.add_argument("shell", choices=("bash", "zsh", "tcsh"), help="e.g. `skillgrad completion bash > "
                    "~/.local/share/bash-completion/completions/skillgrad`")
@@ -174,6 +179,22 @@ def cmd_init(args: argparse.Namespace) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     write_file_atomically(target, commented_config().encode("utf-8"))
     print(f"wrote {target}: every key at its default, commented out; uncomment a line to change it")
+    return 0
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from skillgrad_tui.core.atomic import write_file_atomically
+    from skillgrad_tui.core.export import export_run
+
+    from skillgrad_tui.commands.optimize import _resolve_run
+
+    text = export_run(_resolve_run(args.run), args.format)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        write_file_atomically(args.out, text.encode("utf-8"))
+        print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 

@@ -396,3 +396,20 @@ def test_rows_of_tasks_that_never_finished_are_marked_when_a_run_stops() -> None
     import asyncio
 
     asyncio.run(go())
+
+
+async def test_export_from_the_palette_writes_json_csv_and_html(skill_dir: Path) -> None:
+    app = make_app(skill_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("v")
+        await wait_for(pilot, lambda: app.last_result is not None and not app.running)
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"export run")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        assert app.run_dir is not None
+        out = app.run_dir / "export"
+        await wait_for(pilot, lambda: (out / "report.html").is_file())
+        assert {p.name for p in out.iterdir()} == {"run.json", "versions.csv", "report.html"}
+        assert json.loads((out / "run.json").read_text())["run_dir"] == str(app.run_dir)

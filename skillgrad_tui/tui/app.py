@@ -565,6 +565,25 @@ class SkillgradApp(App[int]):
                  "candidates": "#cand-table"}[pane]
         self.main.query_one(table, DataTable).focus()
 
+    def action_export(self) -> None:
+        from skillgrad_tui.core.atomic import write_file_atomically
+        from skillgrad_tui.core.export import export_run
+
+        if self.run_dir is None or not (self.run_dir / "events.jsonl").is_file():
+            self.notify("no run to export yet: optimise (r) or evaluate (v) first", severity="warning")
+            return
+        out = self.run_dir / "export"
+        try:
+            out.mkdir(exist_ok=True)
+            written = []
+            for fmt, name in (("json", "run.json"), ("csv", "versions.csv"), ("html", "report.html")):
+                write_file_atomically(out / name, export_run(self.run_dir, fmt).encode("utf-8"))
+                written.append(name)
+        except (OSError, SkillgradError) as exc:
+            self.notify(str(exc), title="Export failed", severity="error")
+            return
+        self.notify(f"{out}: {', '.join(written)}", title="Exported")
+
     def action_zoom(self) -> None:
         if self.screen.maximized is not None:
             self.screen.minimize()
@@ -646,6 +665,8 @@ class SkillgradApp(App[int]):
             PaletteCommand("Show momentum memory", "(4)", lambda: self.action_show_pane("memory")),
             PaletteCommand("Show candidates", "The pool, its lineage and the gate's decisions (5)",
                            lambda: self.action_show_pane("candidates")),
+            PaletteCommand("Export run", "The last run as JSON, CSV and a self-contained HTML report, in its "
+                           "folder's export/", self.action_export),
             PaletteCommand("Zoom pane", "Maximise or restore the focused pane (z)", self.action_zoom),
             PaletteCommand("Change theme", "Pick a Textual theme (ctrl+t)", self.action_change_theme),
             PaletteCommand("Help", "All keys (F1 or ?)", self.action_help),
