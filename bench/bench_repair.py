@@ -96,14 +96,16 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, n_pool: int, 
     lines += ["", "Cost and what each method did to the skill (per run: optimiser tokens and seconds, "
               "mean over seeds; model calls in brackets were answered by the response cache; edits "
               "summed over seeds):", "",
-              "| defect | method | tokens | seconds | model calls (cached) | edits kept / passed checks / "
-              "proposed | skill changed |", "| --- | --- | --- | --- | --- | --- | --- |"]
+              "| defect | method | tokens | seconds | model calls (cached) | edits applied / passed checks / "
+              "proposed | candidates kept / scored | skill changed |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for defect in defects:
         summary = summarise([r for r in rows if r["defect"] == defect], tuple(CONFIGS[2:]))
         for c, s in summary.items():
             lines.append(f"| {defect} | {LABELS[c]} | {s['tokens']:.0f} | {s['seconds']:.0f} | {s['calls']:.0f} "
-                         f"({s['cached_calls']:.0f}) | {s['edits_kept']:.0f} / {s['edits_checked']:.0f} / "
-                         f"{s['edits_proposed']:.0f} | {s['changed']:.0f} of {s['runs']} runs |")
+                         f"({s['cached_calls']:.0f}) | {s['edits_applied']:.0f} / {s['edits_checked']:.0f} / "
+                         f"{s['edits_proposed']:.0f} | {s['candidates_kept']:.0f} / {s['candidates']:.0f} | "
+                         f"{s['changed']:.0f} of {s['runs']} runs |")
     return "\n".join(lines) + "\n"
 
 

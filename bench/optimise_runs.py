@@ -43,13 +43,22 @@ def edit_account(run_dir: Path) -> dict[str, int]:
     path = run_dir / "events.jsonl"
     if not path.is_file():
         return counts
+    accounted = False
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             event = json.loads(line)
         except ValueError:
             continue
         kind = event.get("kind")
-        if kind == "patch_proposed":
+        if kind == "step_account":  # every edit of the step, code-made candidates' included
+            a = event.get("account") or {}
+            accounted = True
+            counts["edits_proposed_all"] = counts.get("edits_proposed_all", 0) + int(a.get("proposed") or 0)
+            counts["edits_applied"] = counts.get("edits_applied", 0) + int(a.get("applied") or 0)
+            counts["edits_checked_all"] = counts.get("edits_checked_all", 0) + int(a.get("passed_checks") or 0)
+            counts["candidates"] = counts.get("candidates", 0) + int(a.get("candidates") or 0)
+            counts["candidates_kept"] = counts.get("candidates_kept", 0) + int(a.get("accepted") or 0)
+        elif kind == "patch_proposed":
             checked = len(event.get("edits") or [])
             counts["edits_checked"] += checked
             counts["edits_proposed"] += checked + len(event.get("rejected") or [])
@@ -60,6 +69,9 @@ def edit_account(run_dir: Path) -> dict[str, int]:
             counts["invalid_outputs"] += int(event.get("invalid_outputs") or 0)
         elif kind == "step_finished":
             counts["steps"] += 1
+    if accounted:  # the step accounts see the answer-form and format-repair candidates too
+        counts["edits_proposed"] = counts.pop("edits_proposed_all")
+        counts["edits_checked"] = counts.pop("edits_checked_all")
     return counts
 
 
@@ -95,8 +107,9 @@ def run_method(method: str, seed: int, start_skill: Path, pool: Suite, test_task
         patch = reflect_once(skill, {t.id: t for t in train}, failures, backend, seed=seed)
         if patch is not None:
             apply_patch(skill_root, patch)
-        account = {"edits_proposed": int(bool(failures)), "edits_checked": int(patch is not None),
-                   "edits_kept": int(patch is not None)}
+        made = int(patch is not None)  # one rewrite, applied without a gate: the baseline's rule
+        account = {"edits_proposed": int(bool(failures)), "edits_applied": made, "edits_checked": made,
+                   "edits_kept": made, "candidates": made, "candidates_kept": made}
     elif method != "start":
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     train_seconds = time.perf_counter() - start
@@ -130,6 +143,6 @@ def summarise(rows: list[dict[str, Any]], configs: tuple[str, ...]) -> dict[str,
                        "calls": statistics.mean(r.get("optimise_calls", 0) for r in sel),
                        "cached_calls": statistics.mean(r.get("optimise_cached_calls", 0) for r in sel),
                        "changed": sum(bool(r.get("skill_changed")) for r in sel)}
-        for key in ("edits_proposed", "edits_checked", "edits_kept"):
+        for key in ("edits_proposed", "edits_applied", "edits_checked", "edits_kept", "candidates", "candidates_kept"):
             out[config][key] = sum(r.get(key, 0) for r in sel)
     return out
