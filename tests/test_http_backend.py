@@ -88,12 +88,21 @@ class Handler(BaseHTTPRequestHandler):
             action = s.plan.pop(0) if s.plan else s.default
             s.in_flight += 1
             s.max_in_flight = max(s.max_in_flight, s.in_flight)
+        self.counted = True
         try:
             assert action is not None, "the fake server ran out of answers"
             action(self, body)
         finally:
-            with s.lock:
-                s.in_flight -= 1
+            self.leave()
+
+    def leave(self) -> None:
+        """This request is no longer in flight. Called before the last bytes go out: once the
+        client has them it may send its next request before this thread gets here again, which
+        on a loaded machine read as one request too many in flight."""
+        if getattr(self, "counted", False):
+            self.counted = False
+            with self.script.lock:
+                self.script.in_flight -= 1
 
     def reply(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(doc).encode()
@@ -103,6 +112,7 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
+        self.leave()
         self.wfile.write(data)
 
     def sse(self, events: list[dict[str, Any]], delay: float = 0.0, done: bool = True) -> None:
@@ -118,6 +128,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 return  # the client went away (cancelled)
+        self.leave()
         if done:
             self.wfile.write(b"data: [DONE]\n\n")
 
