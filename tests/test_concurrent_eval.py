@@ -97,7 +97,8 @@ def test_max_concurrency_and_server_slots_are_honoured(fake: tuple[str, Script])
     assert script.max_in_flight == 2
     script.max_in_flight = 0
     script.props = {"total_slots": 3, "default_generation_settings": {"n_ctx": 4096}}
-    backend = CachedBackend(HttpBackend(url, max_concurrency=8), ResponseCache(Path(os.environ["SKILLGRAD_RESPONSE_CACHE"])))
+    cache = ResponseCache(Path(os.environ["SKILLGRAD_RESPONSE_CACHE"]))
+    backend = CachedBackend(HttpBackend(url, max_concurrency=8), cache)
     assert concurrency_limit(backend) == 3  # through the cache wrapper, lowered by the server's slots
     backend.close()
     run(url, 6, max_concurrency=8)
@@ -175,7 +176,9 @@ def test_resume_after_sigkill_with_tasks_in_flight(tmp_path: Path) -> None:
     resumed = evaluate(Agent(ScriptedBackend(respond, concurrency=4)), None, make(16), seed=0,
                        traj_dir=traj_dir, done=done)
     fresh = evaluate(Agent(ScriptedBackend(respond)), None, make(16), seed=0)
-    key = lambda r: [(t.task_id, t.answer, t.verdict.passed, t.usage.prompt_tokens) for t in r.trajectories]  # noqa: E731
+    def key(r: Any) -> list[tuple[Any, ...]]:
+        return [(t.task_id, t.answer, t.verdict.passed, t.usage.prompt_tokens) for t in r.trajectories]
+
     assert key(resumed) == key(fresh)
     assert resumed.passed == fresh.passed
     assert all(trajectory_file(traj_dir, t.id).is_file() for t in make(16))
