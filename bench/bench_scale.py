@@ -105,7 +105,8 @@ def main() -> int:
     args.out.write_text(json.dumps(report, indent=2))
     print("| backend | N asked | N in flight | tasks/min | ratio to N = 1 |\n| --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['backend']} | {r['asked']} | {r['in_flight']} | {r['tasks_per_min']:.1f} | {r['ratio_to_1']:.2f}x |")
+        print(f"| {r['backend']} | {r['asked']} | {r['in_flight']} | {r['tasks_per_min']:.1f} "
+              f"| {r['ratio_to_1']:.2f}x |")
     return 0
 
 
