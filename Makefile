@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # the toolkit are present. Standard library only, so it runs before anything is installed.
 BUILD_FLAGS := skillgrad_tui/core/llm/build_flags.py
 
-.PHONY: install system-deps sandbox-deps run test test-fast bench bench-tui bench-forward bench-quality bench-repair crash-trial screenshots clean
+.PHONY: install system-deps sandbox-deps run test test-fast bench bench-tui bench-forward bench-quality bench-repair bench-scale crash-trial screenshots clean
 
 install: $(STAMP)
 
@@ -84,6 +84,10 @@ bench-forward: install
 
 bench-quality: install
 	$(PY) bench/bench_quality.py --out bench/results/quality.json
+
+# Tasks per minute at 1, 2, 4, 8 runs in flight against a real local server, and the local model.
+bench-scale: install
+	$(PY) bench/bench_scale.py --out bench/results/scale.json
 
 crash-trial: install
 	$(PY) bench/crash_trial.py --trials 30 --out bench/results/crash_trial.json

@@ -118,22 +118,27 @@ class Completion:
 
 
 class CancelToken:
-    """Set from any thread; backends check it between generated tokens."""
+    """Set from any thread; backends check it between generated tokens.
 
-    def __init__(self) -> None:
+    A token made with a `parent` is also cancelled when the parent is: concurrent evaluation gives
+    each task in flight its own token, so one can be stopped without touching the caller's.
+    """
+
+    def __init__(self, parent: "CancelToken | None" = None) -> None:
         self._event = threading.Event()
+        self.parent = parent
 
     def cancel(self) -> None:
         self._event.set()
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        return self._event.is_set() or (self.parent is not None and self.parent.cancelled)
 
     def raise_if_cancelled(self) -> None:
         from skillgrad_tui.errors import Cancelled
 
-        if self._event.is_set():
+        if self.cancelled:
             raise Cancelled()
 
 
@@ -174,3 +179,23 @@ class WrappedBackend:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def concurrency_limit(backend: Backend) -> int:
+    """How many requests the real model behind `backend` runs at once (1 unless it says more).
+
+    Walks wrappers (response cache, token meter) to the model. An HTTP backend is probed first,
+    since the server's slots may lower its limit; a server that cannot be probed gets 1, and the
+    first task reports the error as it always has.
+    """
+    real: Any = backend
+    while isinstance(real, WrappedBackend):
+        real = real.inner
+    probe = getattr(real, "probe", None)
+    if probe is not None:
+        try:
+            probe()
+        except Exception:  # noqa: BLE001 - reported by the task that uses the backend
+            return 1
+    limit = getattr(real, "concurrency", 1)
+    return limit if isinstance(limit, int) and limit >= 1 else 1

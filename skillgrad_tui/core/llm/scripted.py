@@ -21,6 +21,7 @@ class ScriptedBackend:
     model_id: str = "scripted"
     n_ctx: int = 32768
     calls: list[CompletionRequest] = field(default_factory=list)
+    concurrency: int = 1  # requests it may answer at once (tests of concurrent evaluation)
 
     def complete(self, request: CompletionRequest, cancel: CancelToken | None = None) -> Completion:
         def once(req: CompletionRequest) -> Completion:
