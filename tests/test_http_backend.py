@@ -315,6 +315,23 @@ def test_complete_many_is_concurrent_bounded_and_ordered(fake: tuple[str, Script
     assert script.max_in_flight == 3  # concurrent, and never more than the limit
 
 
+def test_a_request_waiting_for_a_slot_is_cancelled_at_once(fake: tuple[str, Script]) -> None:
+    url, script = fake
+    script.default = echo_prompt(delay=2.0)
+    backend = HttpBackend(url, max_concurrency=1, retries=0)
+    busy = threading.Thread(target=lambda: backend.complete(CompletionRequest(prompt="long")))
+    busy.start()
+    time.sleep(0.3)  # the one slot is taken
+    token = CancelToken()
+    threading.Timer(0.2, token.cancel).start()
+    start = time.monotonic()
+    result = backend.complete(CompletionRequest(prompt="waits"), token)
+    waited = time.monotonic() - start
+    busy.join()
+    assert result.finish_reason == "cancelled" and waited < 1.0, waited  # not after the 2 s request
+    assert [b.get("prompt") for _, _, b, _ in script.posts] == ["long"]  # never sent
+
+
 def test_worker_threads_share_the_concurrency_limit(fake: tuple[str, Script]) -> None:
     url, script = fake
     script.default = echo_prompt(delay=0.2)

@@ -300,15 +300,20 @@ class HttpBackend:
                 if not _sleep(self._delay(attempt, reason), cancel):
                     return _Stream(cancelled=True)
             sem = self._sem
-            with sem:
-                try:
-                    return self._stream_once(path, body, cancel, watch_loops)
-                except _Retryable as exc:
-                    reason = str(exc)
-                    with self._count_lock:
-                        self.failed_attempts += 1
-                    log.info("POST %s failed (attempt %d of %d): %s", url, attempt + 1,
-                             self.retries + 1, reason)
+            # Wait for a slot in short slices: a cancel must not wait behind other requests.
+            while not sem.acquire(timeout=0.05):
+                if cancel is not None and cancel.cancelled:
+                    return _Stream(cancelled=True)
+            try:
+                return self._stream_once(path, body, cancel, watch_loops)
+            except _Retryable as exc:
+                reason = str(exc)
+                with self._count_lock:
+                    self.failed_attempts += 1
+                log.info("POST %s failed (attempt %d of %d): %s", url, attempt + 1,
+                         self.retries + 1, reason)
+            finally:
+                sem.release()
         raise BackendError(f"POST {url} failed after {self.retries + 1} attempts: {reason}")
 
     def _delay(self, attempt: int, reason: str) -> float:
