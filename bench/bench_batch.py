@@ -130,13 +130,21 @@ def run_batched(m: Model, prefix: list[int], suffixes: list[list[int]]) -> tuple
     prefill(m, prefix, 0, 0)
     for s in range(1, n):
         llama_cpp.llama_memory_seq_cp(m.mem, 0, s, -1, -1)
+    # The suffixes go in batches of whole sequences that fit the 2048-token batch (eight ~280-token
+    # suffixes do not: llama_decode then reads past the batch); each one's first answer token is
+    # read from the batch it was in.
+    toks: list[int] = []
     items: list[tuple[int, int, int, bool]] = []
     last: list[int] = []
     for s, suf in enumerate(suffixes):
+        if items and len(items) + len(suf) > 2048:
+            m.decode(items)
+            toks += [m.argmax(i) for i in last]
+            items, last = [], []
         items += [(t, len(prefix) + k, s, k == len(suf) - 1) for k, t in enumerate(suf)]
         last.append(len(items) - 1)
     m.decode(items)
-    toks = [m.argmax(i) for i in last]
+    toks += [m.argmax(i) for i in last]
     outs = [[t] for t in toks]
     pos = [len(prefix) + len(suf) for suf in suffixes]
     t0 = time.perf_counter()
