@@ -184,10 +184,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
+    from skillgrad_tui.commands.optimize import _resolve_run
     from skillgrad_tui.core.atomic import write_file_atomically
     from skillgrad_tui.core.export import export_run
-
-    from skillgrad_tui.commands.optimize import _resolve_run
 
     text = export_run(_resolve_run(args.run), args.format)
     if args.out is None:

@@ -57,23 +57,18 @@ def broken_server() -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-        def _fail(self) -> None:
-            body = b'{"error": {"message": "the model is not loaded"}}'
-            self.send_response(500)
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
         def do_GET(self) -> None:  # it lists its model, as a server that loaded one would
-            body = b'{"object": "list", "data": [{"id": "broken-model", "object": "model"}]}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._send(200, b'{"object": "list", "data": [{"id": "broken-model", "object": "model"}]}')
 
-        do_POST = _fail
+        def do_POST(self) -> None:
+            self._send(500, b'{"error": {"message": "the model is not loaded"}}')
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -57,20 +57,27 @@ class Outcomes:
                 "errors": [{"example": g.example, "count": g.count} for g in self.errors]}
 
 
-def outcomes(trajectories: Iterable[Trajectory]) -> Outcomes:
-    n = passed = errored = 0
+def group_errors(messages: Iterable[str]) -> tuple[ErrorGroup, ...]:
+    """Messages grouped by error_key, most common first; a tie goes to the kind seen first."""
     groups: dict[str, list[str]] = {}
+    for message in messages:
+        groups.setdefault(error_key(message), []).append(message)
+    ranked = sorted(groups.values(), key=lambda msgs: -len(msgs))  # sorted() is stable
+    return tuple(ErrorGroup(msgs[0], len(msgs)) for msgs in ranked)
+
+
+def outcomes(trajectories: Iterable[Trajectory]) -> Outcomes:
+    n = passed = 0
+    messages: list[str] = []
     for t in trajectories:
         n += 1
         if t.errored:
-            errored += 1
-            message = t.error or (t.verdict.error if t.verdict else None) or "unknown error"
-            groups.setdefault(error_key(message), []).append(message)
+            messages.append(t.error or (t.verdict.error if t.verdict else None) or "unknown error")
         elif t.verdict is not None and t.verdict.passed:
             passed += 1
-    ranked = sorted(groups.values(), key=lambda msgs: -len(msgs))  # stable: first seen wins ties
+    errored = len(messages)
     return Outcomes(n=n, passed=passed, failed=n - passed - errored, errored=errored,
-                    errors=tuple(ErrorGroup(msgs[0], len(msgs)) for msgs in ranked))
+                    errors=group_errors(messages))
 
 
 def _one_line(text: str, limit: int = 160) -> str:
@@ -78,4 +85,4 @@ def _one_line(text: str, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-__all__ = ["ErrorGroup", "Outcomes", "error_key", "outcomes"]
+__all__ = ["ErrorGroup", "Outcomes", "error_key", "group_errors", "outcomes"]

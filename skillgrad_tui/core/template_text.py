@@ -8,6 +8,7 @@ instructions around it, and every `<placeholder>`, may not.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -42,20 +43,26 @@ def added_lines(before: str, after: str) -> list[str]:
     return [ln for ln in after.splitlines() if ln not in old and ln.strip()]
 
 
-def check_no_template_text(before: str, after: str, templates: Iterable[str]) -> str | None:
+@functools.lru_cache(maxsize=8)
+def _index(templates: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[tuple[str, ...]]]:
+    """The templates' placeholders (sorted) and word n-grams: built once, not for every edit checked."""
+    grams = frozenset().union(*(_ngrams(t, COPY_NGRAM) for t in templates))
+    return tuple(sorted(placeholders(templates))), grams
+
+
+def check_no_template_text(before: str, after: str, templates: tuple[str, ...]) -> str | None:
     """None, or why the new lines of `after` look copied from the prompt rather than written."""
-    templates = list(templates)
-    marks = placeholders(templates)
+    marks, template_grams = _index(templates)
     new = added_lines(before, after)
     for line in new:
-        for mark in sorted(marks):
+        for mark in marks:
             if _copies(line, mark):
                 return f"copies the prompt's placeholder {mark!r}"
         if _PLACEHOLDER_LINE.match(line) and line.strip() not in before:
             return f"adds a placeholder line, not guidance: {line.strip()[:80]!r}"
-    template_grams = set().union(*(_ngrams(t, COPY_NGRAM) for t in templates)) if templates else set()
     copied = _ngrams("\n".join(new), COPY_NGRAM) & template_grams
-    copied -= _ngrams(before, COPY_NGRAM)  # the skill already said it: not a copy from the prompt
+    if copied:
+        copied -= _ngrams(before, COPY_NGRAM)  # the skill already said it: not a copy from the prompt
     if copied:
         return f"copies the prompt's instructions: {' '.join(sorted(copied)[0])!r}"
     return None

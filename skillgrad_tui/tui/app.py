@@ -567,17 +567,18 @@ class SkillgradApp(App[int]):
 
     def action_export(self) -> None:
         from skillgrad_tui.core.atomic import write_file_atomically
-        from skillgrad_tui.core.export import export_run
+        from skillgrad_tui.core.export import load_report, to_csv, to_html, to_json
 
         if self.run_dir is None or not (self.run_dir / "events.jsonl").is_file():
             self.notify("no run to export yet: optimise (r) or evaluate (v) first", severity="warning")
             return
         out = self.run_dir / "export"
         try:
+            report = load_report(self.run_dir)  # the run's files read once for the three formats
             out.mkdir(exist_ok=True)
             written = []
-            for fmt, name in (("json", "run.json"), ("csv", "versions.csv"), ("html", "report.html")):
-                write_file_atomically(out / name, export_run(self.run_dir, fmt).encode("utf-8"))
+            for render, name in ((to_json, "run.json"), (to_csv, "versions.csv"), (to_html, "report.html")):
+                write_file_atomically(out / name, render(report).encode("utf-8"))
                 written.append(name)
         except (OSError, SkillgradError) as exc:
             self.notify(str(exc), title="Export failed", severity="error")

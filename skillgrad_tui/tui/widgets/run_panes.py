@@ -7,8 +7,6 @@ rebuilding the table (cheap enough to keep up with a scripted backend's event ra
 
 from __future__ import annotations
 
-import collections
-
 from typing import Any
 
 from rich.text import Text
@@ -18,9 +16,9 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import RowDoesNotExist
 
-from skillgrad_tui.core.outcomes import error_key
 from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, CandidateScored, GradientComputed,
                                        MemoryUpdated, StepStarted, TaskFinished, TaskStarted)
+from skillgrad_tui.core.outcomes import group_errors
 
 
 def clip(value: Any, n: int = 40) -> str:
@@ -41,10 +39,7 @@ def verdict_cell(passed: bool | None, error: str | None = None, errored: bool = 
 
 
 def _top_error(done: list[TaskFinished]) -> str:
-    kinds = collections.Counter(error_key(e.error or "") for e in done if e.errored)
-    key, _ = kinds.most_common(1)[0]
-    example = next(e.error or "" for e in done if e.errored and error_key(e.error or "") == key)
-    return clip(example, 60)
+    return clip(group_errors(e.error or "unknown error" for e in done if e.errored)[0].example, 60)
 
 
 # ------------------------------------------------------------------------------------ trajectories
