@@ -18,7 +18,7 @@ from skillgrad_tui.core.llm.scripted import ScriptedBackend
 from skillgrad_tui.core.optimizer import OptimizeOptions, optimize
 from skillgrad_tui.core.patcher import Patcher, check_no_training_values
 from skillgrad_tui.core.records import Task
-from skillgrad_tui.core.skill import SKILL_MD, apply_edits_in_memory, load_skill
+from skillgrad_tui.core.skill import SKILL_MD, Edit, apply_edits_in_memory, load_skill
 from skillgrad_tui.core.suites import load_suite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,3 +205,76 @@ def test_smollm_repairs_the_wrong_row_count_skill(tmp_path: Path, smollm_backend
     text = (root / SKILL_MD).read_text(encoding="utf-8")
     assert "Answer: 4 rows\n" in text and "Answer: 18 rows\n" in text
     assert result.summary.startswith("changed") and result.account["accepted"] >= 1
+
+
+# ----------------------------------------------------------------------- worked examples
+
+def test_a_skill_with_no_example_gets_a_worked_example_that_copies_no_other_task(tmp_path: Path) -> None:
+    """The `missing` defect: the rule line alone moved SmolLM2 on 1 of 40 held-out tasks; the rule
+    with one worked example (a training failure as the agent sees it, with its expected answer) on 22."""
+    from skillgrad_tui.core.answer_form import worked_example
+
+    skill = load_skill(defective(tmp_path, "missing"))
+    tasks = load_suite(SUITE / "tasks.jsonl").tasks
+    shift = induce([(t.id, [t.expected[0].split()[0]], list(t.expected)) for t in tasks[:4]])
+    assert shift is not None
+    avoid = {n for t in tasks for e in t.expected or [] for n in e.split() if n.isdigit()}
+    source = next(t for t in tasks if t.id == "rows-202-184")
+    example = worked_example("Table (5 rows):\nrow | Name\n1 | Ann\n2 | Bo\n3 | Cy\n[showing rows 1-3 of 5; 2 rows omitted]",
+                             source.question, source.expected[0])
+    edits = form_edits(skill, shift, avoid, example)
+    after = apply_edits_in_memory(skill, edits)[SKILL_MD]
+    assert after.startswith(skill.files[SKILL_MD].rstrip("\n"))
+    rule_at, example_at = after.index("## Answer format\n- Write the answer"), after.index("## Worked example\n")
+    assert rule_at < example_at and after.endswith("Question: How many rows does the table have?\nAnswer: 5 rows\n")
+    patcher = Patcher(ScriptedBackend(lambda r: "{}"))
+    # The example's values are its own task's, shown on purpose; checked as given, nothing else copied.
+    assert patcher.check(skill, edits, [], [], tasks, shown=example) is None
+    # Not declared as a worked example, the same text is a copied answer, as it should be.
+    assert patcher.check(skill, edits, [], [], tasks) is not None
+    # A training answer outside the example is still refused (the rule's e.g. with a training number).
+    leaky = [Edit(e.layer, e.path, e.old, e.new.replace("e.g. `", "e.g. `26 rows` or `")) for e in edits]
+    why = patcher.check(skill, leaky, [], [], tasks, shown=example)
+    assert why is not None and "26" in why[1]
+
+
+def test_the_family_question_may_be_repeated_but_not_one_tasks_question() -> None:
+    from skillgrad_tui.core.patcher import family_phrasing
+
+    tasks = load_suite(SUITE / "tasks.jsonl").tasks
+    assert ("how", "many", "rows", "does") in family_phrasing(tasks)
+    old = "# Skill\n"
+    assert check_no_training_values(old + "Question: How many rows does the table have?\n", old, tasks) is None
+    mixed = [Task(id=f"q{i}", question=q, kind="qa", evaluator="exact", expected=["x1"]) for i, q in enumerate(
+        ["Which club won the cup in the rainy season?", "Who scored the first goal of the final?",
+         "Which club won the league in spring?", "How many goals did the winners score?"])]
+    assert family_phrasing(mixed) == set()
+    assert check_no_training_values(old + "Which club won the cup in the rainy season?\n", old, mixed) is not None
+
+
+def test_the_missing_skill_gets_a_worked_example_through_minibatch_and_gate(tmp_path: Path) -> None:
+    """A scripted model that answers with the bare count unless the skill shows a worked example in
+    `N rows` form (what SmolLM2 does with the `missing` skill): the code-made candidate is the rule
+    plus one training failure as a worked example, it wins on validation and is written."""
+    import re
+
+    root = defective(tmp_path, "missing")
+
+    def counting_model(req: CompletionRequest) -> str:
+        assert req.messages is not None
+        n = re.findall(r"Table \((\d+) rows\):", req.messages[1].content)[-1]
+        return f"{n} rows" if re.search(r"\nAnswer: \d+ rows\n", req.messages[0].content) else n
+
+    events: list[Event] = []
+    options = OptimizeOptions(steps=1, batch_size=4, seed=0, gate="validation", run_dir=tmp_path / "run")
+    result = optimize(root, load_suite(SUITE / "tasks.jsonl"), ScriptedBackend(counting_model, model_id="task"),
+                      ScriptedBackend(opt_model, model_id="opt"), options, sink=events.append)
+    proposed = [e for e in events if e.kind == "candidate_proposed" and e.origin == FORM_ORIGIN]
+    assert proposed, [e.kind for e in events]
+    assert "## Worked example" in proposed[0].edits[-1]["new"], proposed[0].edits
+    decided = [e for e in events if e.kind == "candidate_decided" and e.version == proposed[0].version]
+    assert decided and decided[0].kept, decided
+    text = (root / SKILL_MD).read_text(encoding="utf-8")
+    assert "## Worked example\nTable (" in text and "Question: How many rows does the table have?" in text
+    assert re.search(r"\nAnswer: \d+ rows\n", text) and "## Where the count is" in text
+    assert result.summary.startswith("changed")

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from skillgrad_tui.core.agent import Agent, AgentSettings
-from skillgrad_tui.core.answer_form import FORM_ORIGIN, FORM_PATTERN, form_edits, induce
+from skillgrad_tui.core.answer_form import FORM_ORIGIN, FORM_PATTERN, form_edits, induce, worked_example
 from skillgrad_tui.core.errors import Cancelled, EvaluationErrored, ModelCrashed, SkillgradError
 from skillgrad_tui.core.evaluate import EvalResult, evaluate, load_trajectory, trajectory_file
 from skillgrad_tui.core.evaluators.base import answer_items
@@ -71,6 +71,7 @@ GATES = ("validation", "all", "ask")
 PARENT_SELECTIONS = ("current", "pareto")
 STATE_FORMAT = 2  # 2: candidate pools, per-task validation scores, accounts
 SCORE_EPS = 1e-9
+EXAMPLE_ROWS = 3  # table rows a code-made worked example shows (the rest are counted, as the agent sees them)
 REPAIR_KEPT = "format_repair"  # gate key: a format repair kept on a tie
 FINISHED_REASONS = ("steps", "early_stop", "no_failures")  # a run that ended by itself, not resumable
 
@@ -725,15 +726,39 @@ class _Run:
                        for t, tr in failed if t.kind != "spreadsheet")
         if shift is None:
             return
-        edits = form_edits(skill, shift, {n for t in tasks for e in t.expected or [] for n in numbers_in(e)})
+        avoid = {n for t in tasks for e in t.expected or [] for n in numbers_in(e)}
+        patcher = Patcher(self.opt, seed=derive_seed(self.options.seed, "form", k),
+                          l2_max_chars=self.options.l2_max_chars)
+        label = failure_class("wrong_form").label
+        # First choice: the rule with a worked example from one failure of the shift, the shortest.
+        # The example shows that task's own values on purpose (the check takes them as given); all
+        # else the candidate adds is checked against every training task. Validation tasks never
+        # appear in an example, so a gain on validation is not the example's answer copied.
+        agent = Agent(self.task_backend, self.agent_settings)
+        shifted = set(shift.tasks)
+        examples = sorted(((worked_example(agent.context_text(task, rows=EXAMPLE_ROWS), task.question,
+                                           task.expected[0]), task)
+                           for task, _ in failed if task.id in shifted and task.expected),
+                          key=lambda et: (len(et[0]), et[1].id))  # the shortest example costs the least prompt
+        for example, task in examples:
+            edits = form_edits(skill, shift, avoid, example)
+            if not edits or example not in apply_edits_in_memory(skill, edits)[SKILL_MD]:
+                break  # the skill shows the form already, or has no place for an example
+            if patcher.check(skill, edits, [], preserved, tasks, shown=example) is None:
+                why = f"{shift.why()}; worked example from training task {task.id}"
+                proposed = [ProposedEdit(e, FORM_PATTERN, label, why, [], list(shift.tasks)) for e in edits]
+                proposal.proposed += len(edits)
+                proposal.applied += len(edits)
+                proposal.passed += len(edits)
+                proposal.candidates.insert(0, proposed)
+                proposal.origins.insert(0, FORM_ORIGIN)
+                return
+        edits = form_edits(skill, shift, avoid)
         if not edits:
             return
-        label = failure_class("wrong_form").label
         proposed = [ProposedEdit(e, FORM_PATTERN, label, shift.why(), [], list(shift.tasks)) for e in edits]
         proposal.proposed += len(edits)
         proposal.applied += len(edits)
-        patcher = Patcher(self.opt, seed=derive_seed(self.options.seed, "form", k),
-                          l2_max_chars=self.options.l2_max_chars)
         why = patcher.check(skill, edits, [], preserved, tasks)
         if why is not None:
             proposal.reject(proposed[0].to_dict(), why[0], why[1])

@@ -191,10 +191,26 @@ def _made_of(value: str, old_text: str) -> bool:
     return all(w in have or numbers_in(w) for w in words(value))
 
 
-def check_no_training_values(new_text: str, old_text: str, train_tasks: Sequence[Task], n: int = 4) -> str | None:
+def family_phrasing(train_tasks: Sequence[Task], n: int = 4) -> set[tuple[str, ...]]:
+    """The n-grams that more than half of the training questions share (at least 4 questions): the
+    wording of the task family ("how many rows does the table have"), which names no one task, so a
+    skill may repeat it (a worked example does)."""
+    if len(train_tasks) < 4:
+        return set()
+    counts: Counter[tuple[str, ...]] = Counter(g for t in train_tasks for g in ngrams(words(t.question), n))
+    return {g for g, c in counts.items() if 2 * c > len(train_tasks)}
+
+
+def check_no_training_values(new_text: str, old_text: str, train_tasks: Sequence[Task], n: int = 4,
+                             shown: str = "") -> str | None:
     """Reject added text that copies a training task: any n words in a row from a question or an
     expected answer, a number from an expected answer, or an expected answer (or a string quoted in
-    a question) of 3+ characters that the old text did not already contain (nor all its parts)."""
+    a question) of 3+ characters that the old text did not already contain (nor all its parts).
+    `shown` is a worked example made in code from one task as the agent saw it: its values are that
+    task's own, shown on purpose, so they count as already there (a table's `16` is not another
+    task's answer `16 rows` copied); everything else added is checked as usual."""
+    if shown:
+        old_text = f"{old_text}\n{shown}"
     chunks = _added_chunks(old_text, new_text)
     if not chunks:
         return None
@@ -202,6 +218,7 @@ def check_no_training_values(new_text: str, old_text: str, train_tasks: Sequence
     for c in chunks:
         added |= {g for g in ngrams(c, n) if not all(w in STOPWORDS for w in g)}
     new_numbers = numbers_in(new_text) - numbers_in(old_text)
+    added -= family_phrasing(train_tasks, n)
     for task in train_tasks:
         copied = added & ngrams(words(task.question), n)
         if copied:
@@ -471,8 +488,10 @@ class Patcher:
         return [c for c in completion.json.get("candidates", []) if isinstance(c, dict)]
 
     def check(self, skill: Skill, edits: list[Edit], accepted: list[Edit],
-              preservation: Sequence[PreservationSignal], train_tasks: Sequence[Task]) -> Rejection | None:
-        """None when `edits`, applied after the already accepted ones, pass every rule; else why not."""
+              preservation: Sequence[PreservationSignal], train_tasks: Sequence[Task],
+              shown: str = "") -> Rejection | None:
+        """None when `edits`, applied after the already accepted ones, pass every rule; else why not.
+        `shown`: a code-made worked example among the edits (see check_no_training_values)."""
         for e in edits:
             reason = _check_single(skill, e, preservation)
             if reason is not None:
@@ -485,7 +504,8 @@ class Patcher:
                 return CONFLICT, f"conflicts with an earlier edit of this candidate: {exc}"
             return DOES_NOT_APPLY, f"does not apply with its pair: {exc}"
         for path in sorted(p for p in after if after[p] != before.get(p)):
-            reason = check_no_training_values(after[path], before.get(path, ""), train_tasks, self.ngram)
+            reason = check_no_training_values(after[path], before.get(path, ""), train_tasks, self.ngram,
+                                              shown if path == SKILL_MD else "")
             if reason is not None:
                 return TRAINING_VALUE, f"{path}: {reason}"
             reason = check_no_template_text(before.get(path, ""), after[path], TEMPLATE_TEXTS)
