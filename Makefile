@@ -66,6 +66,7 @@ run: install
 	$(VENV)/bin/skillgrad tui $(SKILL)
 
 test: install
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install

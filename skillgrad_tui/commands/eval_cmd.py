@@ -24,7 +24,7 @@ def eval_command(args: argparse.Namespace) -> int:
     from skillgrad_tui.core.agent import Agent, AgentSettings
     from skillgrad_tui.core.evaluate import evaluate
     from skillgrad_tui.core.events import Event, TaskFinished
-    from skillgrad_tui.core.llm.factory import describe_model, make_backend
+    from skillgrad_tui.core.engine import describe_model, make_backend
     from skillgrad_tui.core.skill import load_skill
     from skillgrad_tui.core.suites.selection import default_suite_path, select_tasks
 

@@ -19,10 +19,9 @@ from typing import Any
 from rich.console import Console
 
 from skillgrad_tui.config import SCHEMA, Config, load_config
+from skillgrad_tui.core.engine import Backend, CancelToken, make_backend
 from skillgrad_tui.core.errors import SkillgradError
 from skillgrad_tui.core.events import Event, Warning_
-from skillgrad_tui.core.llm.base import Backend, CancelToken
-from skillgrad_tui.core.llm.factory import make_backend
 from skillgrad_tui.core.runlog import (RunError, find_runs, list_versions, new_run_id, replay, restore_version,
                                        run_skill_path)
 

@@ -1,14 +1,17 @@
-"""The engine's errors: configuration, skills, edits and suites, on the root in skillgrad_tui/errors.py.
+"""The engine's errors: configuration, skills, edits and suites, on the shared root error.
 
-The model layer's errors (core/llm/errors.py) are re-exported here, so engine code imports every
-error from one place; the model layer itself imports nothing from the engine.
+The root (`SkillgradError`, `Cancelled`) and the model layer's errors live in core/llm/errors.py and
+are re-exported here, so code above the model layer imports every error from one place; the model
+layer itself imports nothing from the engine.
 """
 
 from __future__ import annotations
 
-from skillgrad_tui.core.llm.errors import (BackendError, ModelCrashed, ModelError, OutputInvalid,  # noqa: F401
-                                           PromptTooLong)
-from skillgrad_tui.errors import Cancelled, SkillgradError  # noqa: F401  (re-exported for the engine)
+from skillgrad_tui.core.llm.errors import (BackendError, Cancelled, ModelCrashed, ModelError, OutputInvalid,
+                                           PromptTooLong, SkillgradError)
+
+__all__ = ["BackendError", "Cancelled", "ConfigError", "EditError", "EvaluationErrored", "ModelCrashed", "ModelError",
+           "OutputInvalid", "PromptTooLong", "SkillError", "SkillgradError", "SuiteError"]
 
 
 class ConfigError(SkillgradError):

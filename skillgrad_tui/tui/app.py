@@ -33,12 +33,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, TabbedContent, TabPane, Tree
 
 from skillgrad_tui.config import Config, load_config
+from skillgrad_tui.core.engine import Backend, CancelToken
 from skillgrad_tui.core.errors import Cancelled, SkillgradError
 from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, CandidateScored, Event,
                                        GradientComputed, MemoryUpdated, PatchDecided, RunFinished, StepAccount,
                                        StepFinished, StepStarted, TaskFinished, TaskStarted, VersionSaved,
                                        Warning_)
-from skillgrad_tui.core.llm.base import Backend, CancelToken
 from skillgrad_tui.core.skill import PendingWrite, Skill, load_skill
 from skillgrad_tui.core.watcher import SkillWatcher, folder_hash
 from skillgrad_tui.tui.commands import PaletteCommand, SkillgradCommands

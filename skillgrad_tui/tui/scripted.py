@@ -14,8 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from skillgrad_tui.core.edit_menu import scripted_answer
-from skillgrad_tui.core.llm.base import Backend, CompletionRequest
-from skillgrad_tui.core.llm.scripted import ScriptedBackend
+from skillgrad_tui.core.engine import Backend, CompletionRequest, scripted_backend
 
 THEMES = {  # labels from the failure-class vocabulary (core/failures.py)
     "count": {"label": "picked the wrong value", "anchor": "Counting and arithmetic",
@@ -100,5 +99,5 @@ def scripted_backend_factory(answer: str = "4", delay_s: float = 0.0) -> Callabl
             pause.wait(delay_s)
         return respond(req, answer)
 
-    backend = ScriptedBackend(slow)
+    backend = scripted_backend(slow)
     return lambda role: backend

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from skillgrad_tui.config import Config, load_config
+from skillgrad_tui.core.engine import Backend, CancelToken
 from skillgrad_tui.core.errors import Cancelled, SuiteError
-from skillgrad_tui.core.llm.base import Backend, CancelToken
 from skillgrad_tui.core.records import Task
 
 BackendFactory = Callable[[str], Backend]  # role ("task" | "optimizer") -> Backend
@@ -33,7 +33,7 @@ def default_suite_path(skill_path: Path, suite: Path | None, config: Config) -> 
 
 def default_backend_factory(config: Config, model: str | None, no_cache: bool) -> BackendFactory:
     """The real backends; one instance per distinct model, so task and optimiser share weights."""
-    from skillgrad_tui.core.llm.factory import backend_identity, make_backend
+    from skillgrad_tui.core.engine import backend_identity, make_backend
 
     def factory(role: str) -> Backend:
         return make_backend(config.backend_settings(model, role=role, use_cache=not no_cache))

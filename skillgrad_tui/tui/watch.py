@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from skillgrad_tui.core.engine import Backend, CancelToken
 from skillgrad_tui.core.errors import Cancelled, SkillgradError
 from skillgrad_tui.core.events import Event, null_sink
-from skillgrad_tui.core.llm.base import Backend, CancelToken
 from skillgrad_tui.core.skill import load_skill
 from skillgrad_tui.core.skill_lock import SkillLock
 from skillgrad_tui.core.watcher import SkillWatcher, folder_hash

@@ -14,6 +14,8 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from skillgrad_tui.core.llm.errors import Cancelled
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -136,8 +138,6 @@ class CancelToken:
         return self._event.is_set() or (self.parent is not None and self.parent.cancelled)
 
     def raise_if_cancelled(self) -> None:
-        from skillgrad_tui.errors import Cancelled
-
         if self.cancelled:
             raise Cancelled()
 

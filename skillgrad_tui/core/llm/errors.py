@@ -1,8 +1,37 @@
-"""Errors of the model layer. It imports nothing from the engine: only the shared root error."""
+"""The root of every error a user can act on, and the errors of the model layer.
+
+The root lives here, in the lowest layer, so that every layer shares it while this one imports
+nothing from the rest of the package: the engine's errors (skills, suites, configuration) derive
+from it in `core/errors.py`, which re-exports these, so code above the model layer catches
+`SkillgradError` and `Cancelled` from one place.
+
+Each error names the file (and line, when known) it is about; the CLI prints `str(error)` on one
+line and exits non-zero, never with a traceback.
+"""
 
 from __future__ import annotations
 
-from skillgrad_tui.errors import SkillgradError
+from pathlib import Path
+
+
+class SkillgradError(Exception):
+    """Base class for errors that are the user's input or environment, not our bug."""
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None) -> None:
+        self.message = message
+        self.path = Path(path) if path is not None else None
+        self.line = line
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        if self.path is None:
+            return self.message
+        where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
+        return f"{where}: {self.message}"
+
+
+class Cancelled(Exception):
+    """Work was cancelled by the user (Escape in the app, Ctrl-C headless)."""
 
 
 class ModelError(SkillgradError):

@@ -14,8 +14,7 @@ import select
 import struct
 from typing import Any
 
-from skillgrad_tui.core.llm.errors import BackendError, ModelError, OutputInvalid, PromptTooLong
-from skillgrad_tui.errors import SkillgradError
+from skillgrad_tui.core.llm.errors import BackendError, ModelError, OutputInvalid, PromptTooLong, SkillgradError
 from skillgrad_tui.core.llm.base import CompletionRequest, Message, Usage
 
 _HEADER = struct.Struct(">I")
