@@ -194,19 +194,16 @@ def form_edits(skill: Skill, shift: FormShift, avoid: set[str], example: str | N
     rule = (f"- Write the answer in the form `{show(shift.expected)}` (N is the value), "
             f"e.g. `{show(shift.expected, _example_number(new_body, avoid))}`.\n")
     sections = [s for s in markdown_sections(new_body, body_start + 1) if _FORMAT_TITLE.search(s.title)]
+    end = len(lines) - 1  # the body's last non-empty line
+    while end > body_start and not lines[end].strip():
+        end -= 1
     if sections:  # after the last line of the first section about the answer's format
         last = sections[0].end_line - 1
         while last > sections[0].start_line - 1 and not lines[last].strip():
             last -= 1
         where, heading = last, ""
     else:  # a section of its own at the end of the body
-        where = len(lines) - 1
-        while where > body_start and not lines[where].strip():
-            where -= 1
-        heading = "\n## Answer format\n"
-    end = len(lines) - 1
-    while end > body_start and not lines[end].strip():
-        end -= 1
+        where, heading = end, "\n## Answer format\n"
     shown = f"\n## Worked example\n{example}" if example else ""
     try:
         k, old = _unique_block(lines, where, body_start)

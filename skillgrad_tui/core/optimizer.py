@@ -730,6 +730,15 @@ class _Run:
         patcher = Patcher(self.opt, seed=derive_seed(self.options.seed, "form", k),
                           l2_max_chars=self.options.l2_max_chars)
         label = failure_class("wrong_form").label
+
+        def offer(edits: list[Edit], why: str) -> None:  # a candidate that passed the checks
+            proposal.proposed += len(edits)
+            proposal.applied += len(edits)
+            proposal.passed += len(edits)
+            proposal.candidates.insert(0, [ProposedEdit(e, FORM_PATTERN, label, why, [], list(shift.tasks))
+                                           for e in edits])
+            proposal.origins.insert(0, FORM_ORIGIN)
+
         # First choice: the rule with a worked example from one failure of the shift, the shortest.
         # The example shows that task's own values on purpose (the check takes them as given); all
         # else the candidate adds is checked against every training task. Validation tasks never
@@ -745,27 +754,19 @@ class _Run:
             if not edits or example not in apply_edits_in_memory(skill, edits)[SKILL_MD]:
                 break  # the skill shows the form already, or has no place for an example
             if patcher.check(skill, edits, [], preserved, tasks, shown=example) is None:
-                why = f"{shift.why()}; worked example from training task {task.id}"
-                proposed = [ProposedEdit(e, FORM_PATTERN, label, why, [], list(shift.tasks)) for e in edits]
-                proposal.proposed += len(edits)
-                proposal.applied += len(edits)
-                proposal.passed += len(edits)
-                proposal.candidates.insert(0, proposed)
-                proposal.origins.insert(0, FORM_ORIGIN)
+                offer(edits, f"{shift.why()}; worked example from training task {task.id}")
                 return
         edits = form_edits(skill, shift, avoid)
         if not edits:
             return
-        proposed = [ProposedEdit(e, FORM_PATTERN, label, shift.why(), [], list(shift.tasks)) for e in edits]
+        why = patcher.check(skill, edits, [], preserved, tasks)
+        if why is None:
+            offer(edits, shift.why())
+            return
         proposal.proposed += len(edits)
         proposal.applied += len(edits)
-        why = patcher.check(skill, edits, [], preserved, tasks)
-        if why is not None:
-            proposal.reject(proposed[0].to_dict(), why[0], why[1])
-            return
-        proposal.passed += len(edits)
-        proposal.candidates.insert(0, proposed)
-        proposal.origins.insert(0, FORM_ORIGIN)
+        proposal.reject(ProposedEdit(edits[0], FORM_PATTERN, label, shift.why(), [], list(shift.tasks)).to_dict(),
+                        why[0], why[1])
 
     def commit_pending(self, pend: dict[str, Any], **changes: Any) -> None:
         """Commit the step's pending record, with the tokens of the stage just done added to the step's."""
