@@ -85,6 +85,7 @@ bench-forward: install
 
 bench-quality: install
 	$(PY) bench/bench_quality.py --out bench/results/quality.json
+	$(PY) bench/bench_quality.py --bench spreadsheetbench --out bench/results/quality-spreadsheetbench.json
 
 # Tasks per minute at 1, 2, 4, 8 runs in flight against a real local server, and the local model.
 bench-scale: install

@@ -1,10 +1,12 @@
 """Quality benchmark: does SkillGrad improve a skill on held-out questions?
 
 Seed skill vs. full SkillGrad vs. --no-momentum vs. --no-contrastive vs. a one-shot reflection
-baseline, on WikiTableQuestions. Training and validation questions come from the `training` TSV;
-the test questions come from the official test split (`pristine-unseen-tables`), which no step
-ever sees. Several seeds; mean and standard deviation of test accuracy, with tokens and time.
-Writes JSON and a Markdown table.
+baseline, on WikiTableQuestions (default) or SpreadsheetBench (`--bench spreadsheetbench`).
+WTQ: training and validation questions come from the `training` TSV; the test questions come from
+the official test split (`pristine-unseen-tables`), which no step ever sees. SpreadsheetBench:
+the 52 shared tasks that `skills/suites/xlsx` does not bundle, the first `--pool` for training
+and validation and the last `--test` held out. Several seeds; mean and standard deviation of
+test accuracy, with tokens and time. Writes JSON and a Markdown table.
 
 The run uses a response cache of its own (a fresh file unless --cache names one), so the
 seconds it reports are this run's model time: a call repeated within the run (the seed skill's
@@ -40,8 +42,8 @@ def run_one(config: str, seed: int, args: argparse.Namespace, backend: Any, pool
 
 
 def markdown(summary: dict[str, dict[str, float]], args: argparse.Namespace, n_test: int) -> str:
-    lines = [f"Model `{args.model}`, {args.seeds} seeds, {args.steps} steps x batch {args.batch_size}, "
-             f"held-out test: {n_test} official test questions. Model calls in brackets were answered by "
+    lines = [f"{args.bench}: model `{args.model}`, {args.seeds} seeds, {args.steps} steps x batch {args.batch_size}, "
+             f"held-out test: {n_test} tasks no step sees. Model calls in brackets were answered by "
              "this run's own response cache (the same request made earlier in the run), so they cost "
              "almost no time.", "",
              "| config | test accuracy (mean ± std) | runs | optimiser tokens | optimiser seconds | "
@@ -55,16 +57,41 @@ def markdown(summary: dict[str, dict[str, float]], args: argparse.Namespace, n_t
     return "\n".join(lines) + "\n"
 
 
+def pick_tasks(args: argparse.Namespace) -> tuple[Suite, list[Any]]:
+    """The training pool and the held-out tasks of the chosen benchmark (disjoint), filling defaults."""
+    if args.bench == "wtq":
+        args.skill = args.skill or ROOT / "skills" / "table-qa"
+        args.pool, args.test = args.pool or 24, args.test or 30
+        full = load_suite(args.wtq, "training")
+        # Skip the questions bundled with skills/table-qa (nt-0..nt-39): the seed skill's own suite.
+        pool = Suite("wtq-train-pool", full.root, full.format, full.tasks[40:40 + args.pool], "training")
+        return pool, load_suite(args.wtq, "pristine-unseen-tables").tasks[: args.test]
+    args.skill = args.skill or ROOT / "skills" / "xlsx"
+    args.pool, args.test = args.pool or 12, args.test or 20
+    full = load_suite(args.spreadsheetbench)
+    bundled = {t.id for t in load_suite(ROOT / "skills" / "suites" / "xlsx").tasks}
+    tasks = [t for t in full.tasks if t.id not in bundled]  # the seed skill's own suite stays out
+    if args.pool + args.test > len(tasks):
+        raise SystemExit(f"--pool {args.pool} + --test {args.test} exceeds the {len(tasks)} tasks")
+    pool = Suite("spreadsheetbench-pool", full.root, full.format, tasks[: args.pool], full.source_split)
+    return pool, tasks[len(tasks) - args.test:]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wtq", type=Path, default=ROOT.parent / "shared" / "benchmarks" / "wikitablequestions")
-    parser.add_argument("--skill", type=Path, default=ROOT / "skills" / "table-qa")
+    parser.add_argument("--bench", choices=("wtq", "spreadsheetbench"), default="wtq")
+    parser.add_argument("--spreadsheetbench", type=Path,
+                        default=ROOT.parent / "shared" / "benchmarks" / "spreadsheetbench")
+    parser.add_argument("--skill", type=Path, help="starting skill (default: skills/table-qa for wtq, "
+                        "skills/xlsx for spreadsheetbench)")
     parser.add_argument("--model", default="gemma3-270m")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--pool", type=int, default=24, help="training questions (train + val)")
-    parser.add_argument("--test", type=int, default=30, help="held-out official test questions")
+    parser.add_argument("--pool", type=int, help="training tasks (train + val; default 24 for wtq, 12 "
+                        "for spreadsheetbench)")
+    parser.add_argument("--test", type=int, help="held-out tasks (default 30 for wtq, 20 for spreadsheetbench)")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--merge", type=Path, help="an earlier report: keep its rows for the configs "
                         "not run now (to re-run one config without redoing the rest)")
@@ -73,10 +100,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = parser.parse_args()
 
-    full = load_suite(args.wtq, "training")
-    # Skip the questions bundled with skills/table-qa (nt-0..nt-39): the seed skill's own suite.
-    pool = Suite("wtq-train-pool", full.root, full.format, full.tasks[40:40 + args.pool], "training")
-    test_tasks = load_suite(args.wtq, "pristine-unseen-tables").tasks[: args.test]
+    pool, test_tasks = pick_tasks(args)
     config = Config()
     config.set("model", "default", args.model)
     if args.threads:
@@ -101,7 +125,7 @@ def main() -> int:
         rows.sort(key=lambda r: (r["seed"], CONFIGS.index(r["config"])))
     summary = summarise(rows, CONFIGS)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"model": args.model, "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,
+    report = {"bench": args.bench, "skill": str(args.skill), "model": args.model, "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,
               "pool": len(pool.tasks), "test": len(test_tasks), "rows": rows, "summary": summary}
     args.out.write_text(json.dumps(report, indent=2))
     table = markdown(summary, args, len(test_tasks))
