@@ -67,6 +67,7 @@ run: install
 
 test: install
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install

@@ -503,7 +503,8 @@ def branch_for(schema: dict[str, Any], section: str, op: str) -> dict[str, Any] 
         props = br["properties"]
         ops = [props["op"]["const"]] if "const" in props["op"] else props["op"]["enum"]
         if props["section"].get("const") == section and op in ops:
-            return br
+            branch: dict[str, Any] = br
+            return branch
     return None
 
 

@@ -183,8 +183,8 @@ class MomentumMemory:
         signals, and return the step's overlay."""
         if self.reset_each_step:
             self.patterns, self.preserved = [], []
-        for p in self.patterns:
-            p.weight = round(p.weight * self.decay, 6)
+        for pattern in self.patterns:
+            pattern.weight = round(pattern.weight * self.decay, 6)
         overlay = Overlay(step)
         touched: dict[str, int] = {}  # pattern id -> gradients this step
         for g in gradients:

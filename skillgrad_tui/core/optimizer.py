@@ -791,7 +791,8 @@ class _Run:
 
     def minibatch_gain(self, c: dict[str, Any]) -> float:
         parent = self.state["pending"]["parent_mb"]
-        return sum(c["mb"].values()) - sum(parent.get(t, 0.0) for t in c["mb"])
+        gain: float = sum(c["mb"].values()) - sum(parent.get(t, 0.0) for t in c["mb"])
+        return gain
 
     def wants_validation(self, c: dict[str, Any]) -> bool:
         """GEPA's acceptance: only a candidate that improves the minibatch is scored on validation
@@ -854,13 +855,14 @@ class _Run:
                                f"vs the parent's {sum(pend['parent_mb'].values()):g}: not improved, not validated",
                                None)
             else:
-                d = paired_gate(st["val_tasks"].get(str(st["current"]), {}), c["val"], k=o.gate_k,
-                                candidate_chars=self.log.version(v).chars, current_chars=current.chars,
-                                repeats=self.val_repeats())
-                verdicts[v] = (d.kept, d.key, d.sentence(), d)
-                if c["origin"] == REPAIR_ORIGIN and not d.kept and d.gain >= -SCORE_EPS:
+                gated = paired_gate(st["val_tasks"].get(str(st["current"]), {}), c["val"], k=o.gate_k,
+                                    candidate_chars=self.log.version(v).chars, current_chars=current.chars,
+                                    repeats=self.val_repeats())
+                verdicts[v] = (gated.kept, gated.key, gated.sentence(), gated)
+                if c["origin"] == REPAIR_ORIGIN and not gated.kept and gated.gain >= -SCORE_EPS:
                     # a repair of the format is wanted for itself: it only has to do no harm
-                    verdicts[v] = (True, REPAIR_KEPT, f"{d.sentence()}; a format repair that costs nothing: kept", d)
+                    verdicts[v] = (True, REPAIR_KEPT, f"{gated.sentence()}; a format repair that costs nothing: kept",
+                                   gated)
         keepable = [c for c in cands if verdicts[c["version"]][0]]
         chosen: dict[str, Any] | None = None
         if keepable and o.gate == "validation":

@@ -504,23 +504,23 @@ class Patcher:
                 return CONFLICT, f"conflicts with an earlier edit of this candidate: {exc}"
             return DOES_NOT_APPLY, f"does not apply with its pair: {exc}"
         for path in sorted(p for p in after if after[p] != before.get(p)):
-            reason = check_no_training_values(after[path], before.get(path, ""), train_tasks, self.ngram,
-                                              shown if path == SKILL_MD else "")
-            if reason is not None:
-                return TRAINING_VALUE, f"{path}: {reason}"
-            reason = check_no_template_text(before.get(path, ""), after[path], TEMPLATE_TEXTS)
-            if reason is not None:
-                return TEMPLATE_COPY, f"{path}: {reason}"
+            problem = check_no_training_values(after[path], before.get(path, ""), train_tasks, self.ngram,
+                                               shown if path == SKILL_MD else "")
+            if problem is not None:
+                return TRAINING_VALUE, f"{path}: {problem}"
+            problem = check_no_template_text(before.get(path, ""), after[path], TEMPLATE_TEXTS)
+            if problem is not None:
+                return TEMPLATE_COPY, f"{path}: {problem}"
         old_yaml, old_body = split_md(before[SKILL_MD])
         new_yaml, new_body = split_md(after[SKILL_MD])
         if len(new_body) > len(old_body):  # an edit that shrinks an over-budget body is welcome
-            reason = check_l2_budget(new_body, self.l2_max_chars)
-            if reason is not None:
-                return L2_BUDGET, reason
+            problem = check_l2_budget(new_body, self.l2_max_chars)
+            if problem is not None:
+                return L2_BUDGET, problem
         if new_yaml != old_yaml:
-            reason = check_description(_description_of(after[SKILL_MD]), self.desc_max_words)
-            if reason is not None:
-                return DESCRIPTION_RULE, reason
+            problem = check_description(_description_of(after[SKILL_MD]), self.desc_max_words)
+            if problem is not None:
+                return DESCRIPTION_RULE, problem
         for e in edits:
             if e.old == "" and e.path.startswith("references/") and f"Read {e.path} when" not in new_body:
                 return DANGLING, f"creates {e.path} but SKILL.md has no line 'Read {e.path} when ...' pointing to it"

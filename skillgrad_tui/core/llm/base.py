@@ -146,8 +146,14 @@ class CancelToken:
 class Backend(Protocol):
     """A text model. `model_id` identifies the weights (sha256 for GGUF files) for caching."""
 
-    model_id: str
-    n_ctx: int
+    # Read-only to callers: wrappers (WrappedBackend) report the inner model's as properties.
+    @property
+    def model_id(self) -> str:
+        ...
+
+    @property
+    def n_ctx(self) -> int:
+        ...
 
     def complete(self, request: CompletionRequest, cancel: CancelToken | None = None) -> Completion:
         ...
