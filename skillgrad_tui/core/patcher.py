@@ -24,7 +24,7 @@ import difflib
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from skillgrad_tui.core.failures import class_by_label
 from skillgrad_tui.core.gradient import PreservationSignal, resolve_anchor, skill_context
 from skillgrad_tui.core.llm.base import Backend, CompletionRequest
 from skillgrad_tui.core.momentum import Pattern, rank_key
+from skillgrad_tui.core.payloads import ProposedEditPayload
 from skillgrad_tui.core.records import Task
 from skillgrad_tui.core.template_text import check_no_template_text
 from skillgrad_tui.core.skill import SKILL_MD, Edit, Patch, Skill, apply_edits_in_memory, check_edit
@@ -100,7 +101,7 @@ class ProposedEdit:
     gradients: list[str]
     tasks: list[str]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ProposedEditPayload:
         return {"layer": self.edit.layer, "path": self.edit.path, "old": self.edit.old, "new": self.edit.new,
                 "pattern": self.pattern_id, "pattern_label": self.pattern_label, "rationale": self.rationale,
                 "gradients": list(self.gradients), "tasks": list(self.tasks)}
@@ -128,7 +129,7 @@ class Proposal:
         """Candidate 0: each pattern's simplest passing edit, together."""
         return self.candidates[0] if self.candidates else []
 
-    def reject(self, raw: dict[str, Any], key: str, message: str) -> None:
+    def reject(self, raw: Mapping[str, Any], key: str, message: str) -> None:
         self.rejected.append(({**raw, "reason_key": key}, message))
 
     def reasons(self) -> Counter[str]:
