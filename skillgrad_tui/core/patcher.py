@@ -107,7 +107,7 @@ class ProposedEdit:
                 "gradients": list(self.gradients), "tasks": list(self.tasks)}
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "ProposedEdit":
+    def from_dict(d: Mapping[str, Any]) -> "ProposedEdit":
         return ProposedEdit(Edit(d["layer"], d["path"], d["old"], d["new"]), d["pattern"], d["pattern_label"],
                             d.get("rationale", ""), list(d.get("gradients", [])), list(d.get("tasks", [])))
 

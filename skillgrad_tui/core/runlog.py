@@ -275,7 +275,7 @@ class RunLog:
             raise RunError("state.json is not a JSON object", path)
         return state
 
-    def write_state(self, state: dict[str, Any]) -> None:
+    def write_state(self, state: Mapping[str, Any]) -> None:
         write_json(self.run_dir / STATE, state)
         _hook("state")
 
