@@ -102,4 +102,4 @@ screenshots: install
 	$(PY) docs/make_screenshots.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache build *.egg-info
