@@ -695,7 +695,8 @@ class _Run:
             candidates.append({"version": rec.version, "origin": origin, "proposed": [pe.to_dict() for pe in edits],
                                "mb": None, "val": None})
         account["candidates"] = len(candidates)
-        pending: PendingStep = {"patch_id": f"step-{k}", "parent": parent, "candidates": candidates, "decided": False,
+        pending: PendingStep  # state.json's "pending" until the step ends
+        pending = {"patch_id": f"step-{k}", "parent": parent, "candidates": candidates, "decided": False,
                    "parent_mb": {t.task_id: (t.verdict.score if t.verdict else 0.0) for t in res.trajectories},
                    "proposed": [], "candidate": None, "edits": [], "accepted": [], "rejected": [], "kept": None,
                    "applied": False, "scored": False, "by": {"validation": "gate", "all": "all", "ask": "user"}[o.gate],
@@ -890,7 +891,7 @@ class _Run:
         elif keepable:  # "all" and "ask": the best on the minibatch, candidate 0 on ties
             chosen = max(keepable, key=lambda c: (self.minibatch_gain(c), -cands.index(c)))
         pend.update({"proposed": chosen["proposed"] if chosen else [], "candidate": None, "kept": False, "edits": [],
-                    "accepted": [], "rejected": [], "scored": False})
+                     "accepted": [], "rejected": [], "scored": False})
         if chosen is not None:
             self.take_candidate(k, pend, chosen, verdicts[chosen["version"]])
         for c in cands:
@@ -954,8 +955,8 @@ class _Run:
             return
         mean = sum(chosen["val"].values()) / len(chosen["val"]) if chosen["val"] else None
         pend.update({"candidate": version, "edits": [_edit_to_dict(e) for e in edits], "kept": True, "reason": sentence,
-                    "reason_key": key, "scored": chosen["val"] is not None, "val_score": mean,
-                    "gain": d.gain if d else None, "se": d.se if d else None})
+                     "reason_key": key, "scored": chosen["val"] is not None, "val_score": mean,
+                     "gain": d.gain if d else None, "se": d.se if d else None})
         self.log.update_version(version, decision=sentence)
         self.emit(CandidateDecided(step=k, version=version, kept=True, reason=key or "kept", sentence=sentence,
                                    gain=d.gain if d else None, se=d.se if d else None, n=d.n if d else 0))
