@@ -67,6 +67,7 @@ run: install
 
 test: install
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
@@ -102,4 +103,4 @@ screenshots: install
 	$(PY) docs/make_screenshots.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache build *.egg-info

@@ -17,12 +17,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skillgrad_tui.core.errors import BackendError, Cancelled, ModelCrashed, PromptTooLong
 from skillgrad_tui.core.llm.base import Backend, CancelToken, Completion, CompletionRequest, Message, Usage
 from skillgrad_tui.core.records import Task, Trajectory, Turn
 from skillgrad_tui.core.skill import Skill
+
+if TYPE_CHECKING:  # imported where used: a run without spreadsheet tasks never loads the sandbox
+    from skillgrad_tui.core.sandbox import Sandbox, SandboxResult
 
 NO_SKILL_HASH = "no-skill"
 OUTPUT_NAME = "output.xlsx"
@@ -260,7 +263,7 @@ class Agent:
                              Message("user", f"Result of {tool}:\n{result}")]
         traj.error = f"no answer within {self.settings.max_turns} turns"
 
-    def _tool_result(self, skill: Skill | None, tool: str, arg: str, box: Any) -> str:
+    def _tool_result(self, skill: Skill | None, tool: str, arg: str, box: Sandbox) -> str:
         if tool == "activate_skill":
             return skill.body if skill is not None else "No skill is available."
         if tool == "read_reference":
@@ -338,7 +341,7 @@ def _scripts_note(skill: Skill | None) -> str:
             "cannot start, so run a script with run_script(...), not `python scripts/...` in a shell.\n\n")
 
 
-def _script_report(result: Any) -> str:
+def _script_report(result: SandboxResult) -> str:
     parts = [f"exit code {result.returncode}"]
     if result.killed_reason:
         parts.append(f"stopped: {result.killed_reason}")

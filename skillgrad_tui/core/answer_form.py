@@ -215,8 +215,9 @@ def form_edits(skill: Skill, shift: FormShift, avoid: set[str], example: str | N
         return edits
     edits.append(Edit("L2", SKILL_MD, old, old + sep + heading + rule))
     try:
-        k, last = _unique_block(lines, end, body_start)
+        k, last_block = _unique_block(lines, end, body_start)
     except ValueError:
         return edits
-    edits.append(Edit("L2", SKILL_MD, last, last + ("" if last.endswith("\n") else "\n") + shown))
+    edits.append(Edit("L2", SKILL_MD, last_block,
+                      last_block + ("" if last_block.endswith("\n") else "\n") + shown))
     return edits

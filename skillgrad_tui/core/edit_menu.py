@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,7 +258,8 @@ class EditMenu:
 
         self._add_blocks(SKILL_MD, "L2", text, lo, len(text), section_of)
 
-    def _add_blocks(self, path: str, layer: Layer, text: str, lo: int, hi: int, target_of: Any) -> None:
+    def _add_blocks(self, path: str, layer: Layer, text: str, lo: int, hi: int,
+                    target_of: Callable[[int], str]) -> None:
         for s, e, heading, bullet in _blocks(text, lo, hi):
             target = target_of(text.count("\n", 0, s) + 1)
             self.all_blocks.setdefault(target, []).append(
@@ -503,7 +505,8 @@ def branch_for(schema: dict[str, Any], section: str, op: str) -> dict[str, Any] 
         props = br["properties"]
         ops = [props["op"]["const"]] if "const" in props["op"] else props["op"]["enum"]
         if props["section"].get("const") == section and op in ops:
-            return br
+            branch: dict[str, Any] = br
+            return branch
     return None
 
 

@@ -10,6 +10,8 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, ClassVar
 
+from skillgrad_tui.core.payloads import GradientPayload, PatternSummary, PreservationPayload, ProposedEditPayload
+
 _REGISTRY: dict[str, type["Event"]] = {}
 
 
@@ -83,8 +85,8 @@ class TaskFinished(Event):
 class GradientComputed(Event):
     kind: ClassVar[str] = "gradient_computed"
     step: int
-    gradients: list[dict[str, Any]]  # TextGradient.to_dict(): label, layer, anchor, diagnosis, evidence
-    contrastive: list[dict[str, Any]] = field(default_factory=list)
+    gradients: list[GradientPayload]
+    contrastive: list[PreservationPayload] = field(default_factory=list)
     invalid_outputs: int = 0
 
 
@@ -92,7 +94,7 @@ class GradientComputed(Event):
 class MemoryUpdated(Event):
     kind: ClassVar[str] = "memory_updated"
     step: int
-    patterns: list[dict[str, Any]]  # id, label, anchor, recurrence, weight, latest_action
+    patterns: list[PatternSummary]  # ranked, highest weight first
     overlay: str = ""  # the overlay Markdown for this step
 
 
@@ -101,8 +103,8 @@ class PatchProposed(Event):
     kind: ClassVar[str] = "patch_proposed"
     step: int
     patch_id: str
-    edits: list[dict[str, Any]]  # Edit fields + "pattern", "accepted_by_checks"
-    rejected: list[dict[str, Any]] = field(default_factory=list)  # edits that failed checks + reason
+    edits: list[ProposedEditPayload]  # each with accepted_by_checks
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # the model's raw answers that failed, + reason
     rationale: str = ""
     gradients: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
@@ -117,7 +119,7 @@ class CandidateProposed(Event):
     version: int
     parent: int
     origin: str  # how the patcher made it ("each pattern's simplest edit", "alternative 2 for P1", ...)
-    edits: list[dict[str, Any]]  # ProposedEdit.to_dict()
+    edits: list[ProposedEditPayload]
     chars: int = 0
 
 

@@ -37,8 +37,8 @@ class RunReport:
 
 def load_report(run_dir: Path) -> RunReport:
     events = read_event_dicts(run_dir)  # RunError, naming the file, for a folder that is not a run
-    started = next((e for e in events if e.get("kind") == "run_started"), {})
-    finished = next((e for e in reversed(events) if e.get("kind") == "run_finished"), {})
+    started: dict[str, Any] = next((e for e in events if e.get("kind") == "run_started"), {})
+    finished: dict[str, Any] = next((e for e in reversed(events) if e.get("kind") == "run_finished"), {})
     steps = [e for e in events if e.get("kind") == "step_finished"]
     return RunReport(Path(run_dir), started, finished, steps, list_versions(run_dir))
 

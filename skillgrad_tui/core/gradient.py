@@ -14,12 +14,13 @@ failed task is never silently dropped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from skillgrad_tui.core.errors import BackendError, OutputInvalid
 from skillgrad_tui.core.failures import Failure, classify, vocabulary
 from skillgrad_tui.core.llm.base import Backend, CompletionRequest
+from skillgrad_tui.core.payloads import GradientPayload, PreservationPayload
 from skillgrad_tui.core.records import Task, Trajectory
 from skillgrad_tui.core.skill import SKILL_MD, Skill
 from skillgrad_tui.core.textsim import (STOPWORDS, content_words, jaccard, normalise_anchor, quoted_strings,
@@ -48,8 +49,10 @@ class TextGradient:
     failure_class: str = ""  # failures.FailureClass.key, computed from the diff
     source: str = "model"  # "model", or "code" when the model gave nothing usable
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> GradientPayload:
+        return GradientPayload(id=self.id, step=self.step, task_id=self.task_id, label=self.label, layer=self.layer,
+                               anchor=self.anchor, diagnosis=self.diagnosis, evidence=list(self.evidence),
+                               diff=self.diff, failure_class=self.failure_class, source=self.source)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "TextGradient":
@@ -70,8 +73,9 @@ class PreservationSignal:
     anchor: str
     robust: bool
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> PreservationPayload:
+        return PreservationPayload(id=self.id, step=self.step, task_id=self.task_id, what_helped=self.what_helped,
+                                   anchor=self.anchor, robust=self.robust)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "PreservationSignal":

@@ -25,6 +25,7 @@ from typing import Any, Literal, cast
 
 from skillgrad_tui.core.errors import SkillgradError
 from skillgrad_tui.core.gradient import PreservationSignal, TextGradient
+from skillgrad_tui.core.payloads import PatternSummary
 from skillgrad_tui.core.textsim import jaccard, normalise_anchor, normalise_label, truncate, words
 
 Kind = Literal["operation", "workflow", "mixed"]
@@ -86,7 +87,7 @@ class Pattern:
     def gradient_ids(self) -> list[str]:
         return [e["gradient"] for e in self.log if e.get("event") == "diagnosis" and e.get("gradient")]
 
-    def summary_dict(self) -> dict[str, Any]:
+    def summary_dict(self) -> PatternSummary:
         """The fields the MemoryUpdated event carries."""
         return {"id": self.id, "label": self.label, "anchor": self.anchor, "kind": self.kind,
                 "recurrence": self.recurrence, "weight": self.weight, "latest_action": self.latest_action,
@@ -183,8 +184,8 @@ class MomentumMemory:
         signals, and return the step's overlay."""
         if self.reset_each_step:
             self.patterns, self.preserved = [], []
-        for p in self.patterns:
-            p.weight = round(p.weight * self.decay, 6)
+        for pattern in self.patterns:
+            pattern.weight = round(pattern.weight * self.decay, 6)
         overlay = Overlay(step)
         touched: dict[str, int] = {}  # pattern id -> gradients this step
         for g in gradients:

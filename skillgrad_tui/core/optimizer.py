@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack, cast
 
 from skillgrad_tui.core.agent import Agent, AgentSettings
 from skillgrad_tui.core.answer_form import FORM_ORIGIN, FORM_PATTERN, form_edits, induce, worked_example
@@ -57,6 +57,7 @@ from skillgrad_tui.core.pool import (MINIBATCH_NOT_IMPROVED, NOT_CHOSEN, NOT_REB
                                      new_account, pareto_frontier, pick_parent, rebase_edits, run_sentence,
                                      step_sentence)
 from skillgrad_tui.core.records import Task, Trajectory
+from skillgrad_tui.core.run_state import CandidateRecord, EditRecord, PendingStep, RunState, kept_version
 from skillgrad_tui.core.runlog import RunError, RunLog, VersionRecord, default_runs_root, new_run_id
 from skillgrad_tui.core.skill import (SKILL_MD, Edit, Patch, Skill, SkillChanged, apply_edits_in_memory, apply_patch,
                                      load_skill, recover, snapshot)
@@ -241,11 +242,11 @@ class _Metered(WrappedBackend):
         pass
 
 
-def _edit_from_dict(d: dict[str, Any]) -> Edit:
+def _edit_from_dict(d: EditRecord) -> Edit:
     return Edit(d["layer"], d["path"], d["old"], d["new"])
 
 
-def _edit_to_dict(e: Edit) -> dict[str, Any]:
+def _edit_to_dict(e: Edit) -> EditRecord:
     return {"layer": e.layer, "path": e.path, "old": e.old, "new": e.new}
 
 
@@ -272,7 +273,7 @@ class _Run:
         self.options = options
         self.agent_settings = agent_settings or AgentSettings()
         self.log: RunLog | None = None
-        self.state: dict[str, Any] = {}
+        self.state: RunState = {}
         # Tokens and seconds of the stage in progress, on top of what state.json has committed.
         self.live_prompt = 0
         self.live_completion = 0
@@ -327,7 +328,7 @@ class _Run:
 
     # -- state -------------------------------------------------------------------------------------
 
-    def commit(self, **changes: Any) -> None:
+    def commit(self, **changes: Unpack[RunState]) -> None:
         """Make a stage durable: the new state and the stage's tokens, in one write.
 
         The stage's tokens are those of its tasks (reused trajectories included, so a redone
@@ -342,6 +343,18 @@ class _Run:
         self.log.write_state(st)
         self.live_prompt = self.live_completion = 0
         self.stage_start = time.monotonic()
+
+    def pending(self) -> PendingStep:
+        """The step in progress: there is one from its candidates until the step's end."""
+        pend = self.state["pending"]
+        assert pend is not None, "no step in progress"
+        return pend
+
+    def schedule(self) -> list[list[str]]:
+        """Each step's minibatch: planned by the seed phase, before any step."""
+        schedule = self.state["schedule"]
+        assert schedule is not None, "no schedule before the seed phase"
+        return schedule
 
     def load_memory(self) -> MomentumMemory:
         rel = self.state.get("memory")
@@ -438,7 +451,7 @@ class _Run:
         if state.get("format") != STATE_FORMAT:
             raise RunError(f"cannot resume: state.json has format {state.get('format')!r}, "
                            f"this version reads {STATE_FORMAT}", run_dir)
-        self.state = state
+        self.state = cast(RunState, state)  # state.json in this STATE_FORMAT
         saved = OptimizeOptions.from_dict(state["options"])
         # Everything that shapes the run comes from the run; budgets are the new session's.
         saved.token_budget, saved.time_budget_s = self.options.token_budget, self.options.time_budget_s
@@ -594,13 +607,13 @@ class _Run:
         assert self.log is not None
         st, o = self.state, self.options
         by_id = {t.id: t for t in self.suite.tasks}
-        batch = [by_id[i] for i in st["schedule"][k - 1]]
+        batch = [by_id[i] for i in self.schedule()[k - 1]]
         parent = self.choose_parent(k)
         skill = self.user_skill(st["current"])
         if parent != st["current"]:
             skill = self.log.load_version(parent)
         self.emit(StepStarted(step=k, task_ids=[t.id for t in batch], skill_hash=skill.hash))
-        self.emit(Progress(done=k - 1, total=len(st["schedule"]), phase="steps"))
+        self.emit(Progress(done=k - 1, total=len(self.schedule()), phase="steps"))
         res = self.run_eval(skill, batch, "train", k, k)
         self.check_budget()
         account = new_account()
@@ -671,7 +684,7 @@ class _Run:
         account.update(proposed=proposal.proposed, applied=proposal.applied, passed_checks=proposal.passed,
                        rejected=dict(proposal.reasons().most_common()))
         parent_files = self.log.version_files(parent)
-        candidates: list[dict[str, Any]] = []
+        candidates: list[CandidateRecord] = []
         for edits, origin in zip(proposal.candidates, proposal.origins):
             files = dict(parent_files)
             for rel, text in apply_edits_in_memory(skill, [pe.edit for pe in edits]).items():
@@ -682,6 +695,7 @@ class _Run:
             candidates.append({"version": rec.version, "origin": origin, "proposed": [pe.to_dict() for pe in edits],
                                "mb": None, "val": None})
         account["candidates"] = len(candidates)
+        pending: PendingStep  # state.json's "pending" until the step ends
         pending = {"patch_id": f"step-{k}", "parent": parent, "candidates": candidates, "decided": False,
                    "parent_mb": {t.task_id: (t.verdict.score if t.verdict else 0.0) for t in res.trajectories},
                    "proposed": [], "candidate": None, "edits": [], "accepted": [], "rejected": [], "kept": None,
@@ -768,17 +782,18 @@ class _Run:
         proposal.reject(ProposedEdit(edits[0], FORM_PATTERN, label, shift.why(), [], list(shift.tasks)).to_dict(),
                         why[0], why[1])
 
-    def commit_pending(self, pend: dict[str, Any], **changes: Any) -> None:
+    def commit_pending(self, pend: PendingStep, **changes: Unpack[RunState]) -> None:
         """Commit the step's pending record, with the tokens of the stage just done added to the step's."""
         pend["step_tokens"] = [pend["step_tokens"][0] + self.live_prompt, pend["step_tokens"][1] + self.live_completion]
-        self.commit(pending=pend, **changes)
+        changes["pending"] = pend
+        self.commit(**changes)
 
     def candidates_stage(self, k: int, val: list[Task]) -> None:
         """Score each candidate on the minibatch, the improvers on validation, then decide; each
         score is its own commit, so a run killed while scoring resumes at the next candidate."""
-        while not self.state["pending"]["decided"]:
+        while not self.pending()["decided"]:
             self.check_budget()
-            cands = self.state["pending"]["candidates"]
+            cands = self.pending()["candidates"]
             i = next((i for i, c in enumerate(cands) if c["mb"] is None), None)
             if i is not None:
                 self.score_minibatch(k, i)
@@ -789,11 +804,12 @@ class _Run:
                 continue
             self.decide_candidates(k)
 
-    def minibatch_gain(self, c: dict[str, Any]) -> float:
-        parent = self.state["pending"]["parent_mb"]
-        return sum(c["mb"].values()) - sum(parent.get(t, 0.0) for t in c["mb"])
+    def minibatch_gain(self, c: CandidateRecord) -> float:
+        parent, mb = self.pending()["parent_mb"], c["mb"]
+        assert mb is not None, "the candidate has no minibatch scores yet"
+        return sum(mb.values()) - sum(parent.get(t, 0.0) for t in mb)
 
-    def wants_validation(self, c: dict[str, Any]) -> bool:
+    def wants_validation(self, c: CandidateRecord) -> bool:
         """GEPA's acceptance: only a candidate that improves the minibatch is scored on validation
         (or, on a tie, one shorter than the current skill: the tie rule may keep it)."""
         assert self.log is not None
@@ -807,8 +823,8 @@ class _Run:
 
     def score_minibatch(self, k: int, i: int) -> None:
         assert self.log is not None
-        pend = dict(self.state["pending"])
-        c = dict(pend["candidates"][i])
+        pend = self.pending().copy()
+        c = pend["candidates"][i].copy()
         by_id = {t.id: t for t in self.suite.tasks}
         skill = self.log.load_version(c["version"])
         res = self.run_eval(skill, [by_id[t] for t in pend["batch"]], "minibatch", k, f"step-{k}-v{c['version']}")
@@ -823,23 +839,23 @@ class _Run:
 
     def score_validation(self, k: int, i: int, val: list[Task]) -> None:
         assert self.log is not None
-        pend = dict(self.state["pending"])
-        c = dict(pend["candidates"][i])
+        pend = self.pending().copy()
+        c = pend["candidates"][i].copy()
         skill = self.log.load_version(c["version"])
-        c["val"] = self.validate(skill, val, k, f"v{c['version']}")
-        mean = sum(c["val"].values()) / len(c["val"]) if c["val"] else 0.0
-        self.emit(ValidationScored(step=k, skill_hash=skill.hash, score=mean, n=len(c["val"])))
+        scores = c["val"] = self.validate(skill, val, k, f"v{c['version']}")
+        mean = sum(scores.values()) / len(scores) if scores else 0.0
+        self.emit(ValidationScored(step=k, skill_hash=skill.hash, score=mean, n=len(scores)))
         self.emit(CandidateScored(step=k, version=c["version"], phase="val", score=mean,
-                                  parent_score=self.state["current_val"], n=len(c["val"])))
+                                  parent_score=self.state["current_val"], n=len(scores)))
         self.log.update_version(c["version"], val_score=mean)
         pend["candidates"] = [c if j == i else x for j, x in enumerate(pend["candidates"])]
-        self.commit_pending(pend, val_tasks={**self.state["val_tasks"], str(c["version"]): c["val"]})
+        self.commit_pending(pend, val_tasks={**self.state["val_tasks"], str(c["version"]): scores})
 
     def decide_candidates(self, k: int) -> None:
         """Which candidate (if any) replaces the current skill, and why each other one does not."""
         assert self.log is not None
         st, o = self.state, self.options
-        pend = dict(st["pending"])
+        pend = self.pending().copy()
         cands = pend["candidates"]
         account = dict(pend["account"])
         rejected: Counter[str] = Counter(account.get("rejected", {}))
@@ -850,29 +866,32 @@ class _Run:
             if o.gate != "validation":
                 verdicts[v] = (True, "", "", None)
             elif c["val"] is None:
-                verdicts[v] = (False, MINIBATCH_NOT_IMPROVED, f"minibatch {sum(c['mb'].values()):g} of {len(c['mb'])} "
+                mb = c["mb"]
+                assert mb is not None  # every candidate is scored on the minibatch before the decision
+                verdicts[v] = (False, MINIBATCH_NOT_IMPROVED, f"minibatch {sum(mb.values()):g} of {len(mb)} "
                                f"vs the parent's {sum(pend['parent_mb'].values()):g}: not improved, not validated",
                                None)
             else:
-                d = paired_gate(st["val_tasks"].get(str(st["current"]), {}), c["val"], k=o.gate_k,
-                                candidate_chars=self.log.version(v).chars, current_chars=current.chars,
-                                repeats=self.val_repeats())
-                verdicts[v] = (d.kept, d.key, d.sentence(), d)
-                if c["origin"] == REPAIR_ORIGIN and not d.kept and d.gain >= -SCORE_EPS:
+                gated = paired_gate(st["val_tasks"].get(str(st["current"]), {}), c["val"], k=o.gate_k,
+                                    candidate_chars=self.log.version(v).chars, current_chars=current.chars,
+                                    repeats=self.val_repeats())
+                verdicts[v] = (gated.kept, gated.key, gated.sentence(), gated)
+                if c["origin"] == REPAIR_ORIGIN and not gated.kept and gated.gain >= -SCORE_EPS:
                     # a repair of the format is wanted for itself: it only has to do no harm
-                    verdicts[v] = (True, REPAIR_KEPT, f"{d.sentence()}; a format repair that costs nothing: kept", d)
+                    verdicts[v] = (True, REPAIR_KEPT, f"{gated.sentence()}; a format repair that costs nothing: kept",
+                                   gated)
         keepable = [c for c in cands if verdicts[c["version"]][0]]
-        chosen: dict[str, Any] | None = None
+        chosen: CandidateRecord | None = None
         if keepable and o.gate == "validation":
-            def rank(c: dict[str, Any]) -> tuple[float, int, int]:
+            def rank(c: CandidateRecord) -> tuple[float, int, int]:
                 d = verdicts[c["version"]][3]
                 assert self.log is not None
                 return (-(d.gain if d else 0.0), self.log.version(c["version"]).chars, cands.index(c))
             chosen = min(keepable, key=rank)
         elif keepable:  # "all" and "ask": the best on the minibatch, candidate 0 on ties
             chosen = max(keepable, key=lambda c: (self.minibatch_gain(c), -cands.index(c)))
-        pend.update(proposed=chosen["proposed"] if chosen else [], candidate=None, kept=False, edits=[],
-                    accepted=[], rejected=[], scored=False)
+        pend.update({"proposed": chosen["proposed"] if chosen else [], "candidate": None, "kept": False, "edits": [],
+                     "accepted": [], "rejected": [], "scored": False})
         if chosen is not None:
             self.take_candidate(k, pend, chosen, verdicts[chosen["version"]])
         for c in cands:
@@ -895,10 +914,10 @@ class _Run:
                        accepted=int(bool(pend["kept"])), rejected=dict(rejected.most_common()))
         if not pend["kept"]:
             pend["reason"] = step_sentence(account, None)
-        pend.update(account=account, decided=True)
+        pend.update({"account": account, "decided": True})
         self.commit_pending(pend, stage="gate")
 
-    def take_candidate(self, k: int, pend: dict[str, Any], chosen: dict[str, Any],
+    def take_candidate(self, k: int, pend: PendingStep, chosen: CandidateRecord,
                        verdict: tuple[bool, str, str, GateDecision | None]) -> None:
         """Fill the pending record with the chosen candidate: for "ask", the edits the person keeps."""
         assert self.log is not None
@@ -911,11 +930,12 @@ class _Run:
         edits = [pe.edit for pe in items]
         if o.gate == "ask":
             parent = self.log.load_version(pend["parent"])
-            version, edits, used = self.review_edits(k, parent, pend["parent"], items)
+            reviewed, edits, used = self.review_edits(k, parent, pend["parent"], items)
             pend["accepted"], pend["rejected"] = used, [i for i in range(len(items)) if i not in used]
-            if version is None:
-                pend.update(reason_key=PERSON_REJECTED, reason="the person rejected every edit")
+            if reviewed is None:
+                pend.update({"reason_key": PERSON_REJECTED, "reason": "the person rejected every edit"})
                 return
+            version = reviewed
             key, sentence = "", "accepted by the person"
         else:
             pend["accepted"] = list(range(len(items)))
@@ -928,15 +948,15 @@ class _Run:
                           or (p.split("/", 1)[0] in ("references", "scripts") and "/" in p)}
                 edits = rebase_edits(current, target)
         except ValueError as exc:
-            pend.update(reason_key=NOT_REBASABLE, reason=f"{NOT_REBASABLE}: {exc}")
+            pend.update({"reason_key": NOT_REBASABLE, "reason": f"{NOT_REBASABLE}: {exc}"})
             return
         if not edits:
-            pend.update(reason_key=NOT_REBASABLE, reason="the candidate is the current skill")
+            pend.update({"reason_key": NOT_REBASABLE, "reason": "the candidate is the current skill"})
             return
         mean = sum(chosen["val"].values()) / len(chosen["val"]) if chosen["val"] else None
-        pend.update(candidate=version, edits=[_edit_to_dict(e) for e in edits], kept=True, reason=sentence,
-                    reason_key=key, scored=chosen["val"] is not None, val_score=mean,
-                    gain=d.gain if d else None, se=d.se if d else None)
+        pend.update({"candidate": version, "edits": [_edit_to_dict(e) for e in edits], "kept": True, "reason": sentence,
+                     "reason_key": key, "scored": chosen["val"] is not None, "val_score": mean,
+                     "gain": d.gain if d else None, "se": d.se if d else None})
         self.log.update_version(version, decision=sentence)
         self.emit(CandidateDecided(step=k, version=version, kept=True, reason=key or "kept", sentence=sentence,
                                    gain=d.gain if d else None, se=d.se if d else None, n=d.n if d else 0))
@@ -976,17 +996,17 @@ class _Run:
         """Apply, then (gates "all" and "ask") score for the record, each behind its own commit."""
         assert self.log is not None
         while True:
-            pend = self.state["pending"]
+            pend = self.pending()
             if pend["kept"] and not pend["applied"]:
                 self.apply(k)
             elif pend["kept"] and not pend["scored"]:
-                self.score_candidate(k, pend["candidate"], val)
+                self.score_candidate(k, kept_version(pend), val)
             else:
                 return
 
     def score_candidate(self, k: int, cand: int, val: list[Task]) -> None:
         assert self.log is not None
-        pend = dict(self.state["pending"])
+        pend = self.pending().copy()
         score: float | None = None
         val_tasks = dict(self.state["val_tasks"])
         if val:
@@ -996,13 +1016,13 @@ class _Run:
             val_tasks[str(cand)] = scores
             self.emit(ValidationScored(step=k, skill_hash=skill.hash, score=score, n=len(scores)))
         self.log.update_version(cand, val_score=score)
-        pend.update(scored=True, val_score=score)
+        pend.update({"scored": True, "val_score": score})
         self.commit_pending(pend, val_tasks=val_tasks)
 
     def apply(self, k: int) -> None:
         assert self.log is not None
-        pend = dict(self.state["pending"])
-        cand = self.log.version(pend["candidate"])
+        pend = self.pending().copy()
+        cand = self.log.version(kept_version(pend))
         pre = self.log.version(self.state["current"])
         patch = Patch([_edit_from_dict(e) for e in pend["edits"]], rationale=pend["reason"])
         try:  # the hash check and the write happen under one exclusive lock
@@ -1020,7 +1040,7 @@ class _Run:
         pend["applied"] = True
         self.commit(pending=pend)
 
-    def commit_to_git(self, k: int, version: int, pend: dict[str, Any]) -> None:
+    def commit_to_git(self, k: int, version: int, pend: PendingStep) -> None:
         """With git_commit, record the applied version as a git commit (idempotent on resume: a
         folder with nothing to commit is left alone). A refusal by git is a warning, not a crash."""
         assert self.log is not None
@@ -1046,7 +1066,7 @@ class _Run:
         """Record the outcome in the memory, move to step k + 1, emit the step's account."""
         assert self.log is not None
         st = self.state
-        pend = st["pending"]
+        pend = self.pending()
         memory = self.load_memory()
         kept = bool(pend["kept"])
         chosen = pend["candidate"] if kept else None
@@ -1098,9 +1118,10 @@ class _Run:
         self.emit(StepAccount(step=k, account=account, summary=summary))
         validated = [sum(c["val"].values()) / len(c["val"]) for c in pend["candidates"] if c["val"]]
         val_score = pend.get("val_score") if kept else (max(validated) if validated else None)
-        p, c = pend["step_tokens"]
+        step_prompt, step_completion = pend["step_tokens"]
         self.emit(StepFinished(step=k, train_loss=pend["train_loss"], val_score=val_score,
-                               kept=kept, skill_hash=skill_hash, prompt_tokens=p, completion_tokens=c,
+                               kept=kept, skill_hash=skill_hash, prompt_tokens=step_prompt,
+                               completion_tokens=step_completion,
                                seconds=st["seconds"] + (time.monotonic() - self.stage_start)
                                - pend["seconds_at_start"], summary=summary))
         streak = st["streak"] + 1 if pend["all_pass"] else 0
@@ -1122,7 +1143,7 @@ class _Run:
             if st["stage"] == "forward":
                 if st["streak"] >= self.options.early_stop:
                     return "early_stop"
-                if k > len(st["schedule"]):
+                if k > len(self.schedule()):
                     return "steps" if st["schedule"] else "no_failures"
                 self.check_budget()
                 self.forward_stage(k, train, val)
@@ -1162,7 +1183,7 @@ class _Run:
             if self.options.resume is not None:
                 self.resume(self.options.resume)
                 if self.state["status"] != "running":
-                    return self.result(self.state["reason"])
+                    return self.result(self.state["reason"] or self.state["status"])
             else:
                 self.start()
             if lock.taken_over is not None:

@@ -24,7 +24,7 @@ import difflib
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from skillgrad_tui.core.failures import class_by_label
 from skillgrad_tui.core.gradient import PreservationSignal, resolve_anchor, skill_context
 from skillgrad_tui.core.llm.base import Backend, CompletionRequest
 from skillgrad_tui.core.momentum import Pattern, rank_key
+from skillgrad_tui.core.payloads import ProposedEditPayload
 from skillgrad_tui.core.records import Task
 from skillgrad_tui.core.template_text import check_no_template_text
 from skillgrad_tui.core.skill import SKILL_MD, Edit, Patch, Skill, apply_edits_in_memory, check_edit
@@ -100,13 +101,13 @@ class ProposedEdit:
     gradients: list[str]
     tasks: list[str]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ProposedEditPayload:
         return {"layer": self.edit.layer, "path": self.edit.path, "old": self.edit.old, "new": self.edit.new,
                 "pattern": self.pattern_id, "pattern_label": self.pattern_label, "rationale": self.rationale,
                 "gradients": list(self.gradients), "tasks": list(self.tasks)}
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "ProposedEdit":
+    def from_dict(d: Mapping[str, Any]) -> "ProposedEdit":
         return ProposedEdit(Edit(d["layer"], d["path"], d["old"], d["new"]), d["pattern"], d["pattern_label"],
                             d.get("rationale", ""), list(d.get("gradients", [])), list(d.get("tasks", [])))
 
@@ -128,7 +129,7 @@ class Proposal:
         """Candidate 0: each pattern's simplest passing edit, together."""
         return self.candidates[0] if self.candidates else []
 
-    def reject(self, raw: dict[str, Any], key: str, message: str) -> None:
+    def reject(self, raw: Mapping[str, Any], key: str, message: str) -> None:
         self.rejected.append(({**raw, "reason_key": key}, message))
 
     def reasons(self) -> Counter[str]:
@@ -504,23 +505,23 @@ class Patcher:
                 return CONFLICT, f"conflicts with an earlier edit of this candidate: {exc}"
             return DOES_NOT_APPLY, f"does not apply with its pair: {exc}"
         for path in sorted(p for p in after if after[p] != before.get(p)):
-            reason = check_no_training_values(after[path], before.get(path, ""), train_tasks, self.ngram,
-                                              shown if path == SKILL_MD else "")
-            if reason is not None:
-                return TRAINING_VALUE, f"{path}: {reason}"
-            reason = check_no_template_text(before.get(path, ""), after[path], TEMPLATE_TEXTS)
-            if reason is not None:
-                return TEMPLATE_COPY, f"{path}: {reason}"
+            problem = check_no_training_values(after[path], before.get(path, ""), train_tasks, self.ngram,
+                                               shown if path == SKILL_MD else "")
+            if problem is not None:
+                return TRAINING_VALUE, f"{path}: {problem}"
+            problem = check_no_template_text(before.get(path, ""), after[path], TEMPLATE_TEXTS)
+            if problem is not None:
+                return TEMPLATE_COPY, f"{path}: {problem}"
         old_yaml, old_body = split_md(before[SKILL_MD])
         new_yaml, new_body = split_md(after[SKILL_MD])
         if len(new_body) > len(old_body):  # an edit that shrinks an over-budget body is welcome
-            reason = check_l2_budget(new_body, self.l2_max_chars)
-            if reason is not None:
-                return L2_BUDGET, reason
+            problem = check_l2_budget(new_body, self.l2_max_chars)
+            if problem is not None:
+                return L2_BUDGET, problem
         if new_yaml != old_yaml:
-            reason = check_description(_description_of(after[SKILL_MD]), self.desc_max_words)
-            if reason is not None:
-                return DESCRIPTION_RULE, reason
+            problem = check_description(_description_of(after[SKILL_MD]), self.desc_max_words)
+            if problem is not None:
+                return DESCRIPTION_RULE, problem
         for e in edits:
             if e.old == "" and e.path.startswith("references/") and f"Read {e.path} when" not in new_body:
                 return DANGLING, f"creates {e.path} but SKILL.md has no line 'Read {e.path} when ...' pointing to it"

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from skillgrad_tui.core.atomic import fsync_dir, write_file_atomically
 from skillgrad_tui.core.errors import SkillgradError
@@ -220,7 +220,7 @@ class RunLog:
                 if p.name.startswith(_TMP_PREFIX):
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
 
-    def _open_events(self) -> Any:
+    def _open_events(self) -> IO[bytes]:
         path = self.run_dir / EVENTS
         if path.exists():
             data = path.read_bytes()
@@ -229,9 +229,9 @@ class RunLog:
                 with open(path, "r+b") as f:
                     f.truncate(cut)
                     os.fsync(f.fileno())
-        f = open(path, "ab")
+        events = open(path, "ab")
         fsync_dir(self.run_dir)
-        return f
+        return events
 
     def close(self) -> None:
         if self._events is not None and not self._events.closed:
@@ -275,7 +275,7 @@ class RunLog:
             raise RunError("state.json is not a JSON object", path)
         return state
 
-    def write_state(self, state: dict[str, Any]) -> None:
+    def write_state(self, state: Mapping[str, Any]) -> None:
         write_json(self.run_dir / STATE, state)
         _hook("state")
 

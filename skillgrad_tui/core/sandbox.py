@@ -438,10 +438,10 @@ def _reason(rc: int, timed_out: bool, err: _Capture, timeout_s: float, cpu_s: in
         return f"CPU time limit of {cpu_s} s reached"
     if rc == -signal.SIGKILL:
         return f"killed (CPU time limit of {cpu_s} s or out of memory)"
-    end = bytes(err.tail or err.head)[-2000:]
-    if b"MemoryError" in end:
+    last = bytes(err.tail or err.head)[-2000:]
+    if b"MemoryError" in last:
         return f"memory limit of {memory_mb} MB reached (MemoryError)"
-    if b"File too large" in end:
+    if b"File too large" in last:
         return f"file size limit of {file_mb} MB reached"
     if rc < 0:
         try:

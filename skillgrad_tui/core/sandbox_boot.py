@@ -19,6 +19,10 @@ Exit status 125 with a "sandbox:" line on stderr means a confinement that was as
 be set up; the script did not run.
 """
 
+# Annotations stay strings and `typing` is never imported: the bootstrap starts on every script run,
+# so the types cost it nothing at run time. mypy reads the TYPE_CHECKING block; Python skips it.
+from __future__ import annotations
+
 import ctypes
 import json
 import os
@@ -26,10 +30,35 @@ import platform
 import struct
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, NoReturn, TypedDict
+
+    from _typeshed import StrOrBytesPath
+
+    PathOrFd = StrOrBytesPath | int  # what os calls accept: str, bytes, a PathLike, or a descriptor
+
+    class LandlockConfig(TypedDict, total=False):
+        read: list[str]
+        rw_files: list[str]
+
+    class BootConfig(TypedDict, total=False):
+        """The JSON file sandbox.py writes (`Sandbox._config`)."""
+        work: str
+        script: str
+        cpu_s: int
+        memory_mb: int
+        file_mb: int
+        open_files: int
+        import_paths: list[str]
+        seccomp: bool
+        landlock: LandlockConfig | None
+
 SETUP_FAILED = 125
 
 
-def fail(message):
+def fail(message: str) -> NoReturn:
     sys.stderr.write("sandbox: %s; the script was not run\n" % message)
     sys.exit(SETUP_FAILED)
 
@@ -37,10 +66,10 @@ def fail(message):
 # ------------------------------------------------------------------------------ 1. resource limits
 
 
-def set_limits(cpu_s, memory_mb, file_mb, open_files):
+def set_limits(cpu_s: int, memory_mb: int, file_mb: int, open_files: int) -> None:
     import resource
 
-    def limit(kind, soft, hard):
+    def limit(kind: int, soft: int, hard: int) -> None:
         cur_soft, cur_hard = resource.getrlimit(kind)
         if cur_hard != resource.RLIM_INFINITY:
             soft, hard = min(soft, cur_hard), min(hard, cur_hard)
@@ -67,7 +96,7 @@ SECCOMP_MODE_FILTER = 2
 
 # Syscall numbers (x86_64 / aarch64); Landlock's are the same on both.
 _ARCH = platform.machine()
-_NR = {
+_NR: dict[str, int] | None = {
     "x86_64": {"clone": 56, "fork": 57, "vfork": 58, "clone3": 435, "socket": 41, "socketpair": 53},
     "aarch64": {"clone": 220, "clone3": 435, "socket": 198, "socketpair": 199},
 }.get(_ARCH)
@@ -85,12 +114,13 @@ NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
 
 
-def landlock_abi():
-    return _libc.syscall(LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
-                         ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+def landlock_abi() -> int:
+    abi: int = _libc.syscall(LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
+                             ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    return abi
 
 
-def apply_landlock(read_paths, write_paths, rw_files):
+def apply_landlock(read_paths: list[str], write_paths: list[str], rw_files: list[str]) -> None:
     abi = landlock_abi()
     if abi < 1:
         fail("Landlock is not available (errno %d)" % ctypes.get_errno())
@@ -135,20 +165,20 @@ _EPERM, _ENOSYS = 1, 38
 _CLONE_THREAD = 0x00010000
 
 
-def seccomp_program():
+def seccomp_program(nr: dict[str, int], audit_arch: int) -> list[tuple[int, int, int, int]]:
     """cBPF: other architectures' calls (i386 on x86_64, x32) refused; clone only for threads;
     fork, vfork, socket, socketpair refused; clone3 'not implemented' (glibc then uses clone)."""
-    deny = [_NR[name] for name in ("fork", "vfork", "socket", "socketpair") if name in _NR]
+    deny = [nr[name] for name in ("fork", "vfork", "socket", "socketpair") if name in nr]
     prog = [(_BPF_LD_W_ABS, 0, 0, 4),  # seccomp_data.arch
-            (_BPF_JEQ_K, 1, 0, _AUDIT_ARCH),
+            (_BPF_JEQ_K, 1, 0, audit_arch),
             (_BPF_RET_K, 0, 0, _RET_ERRNO | _ENOSYS),
             (_BPF_LD_W_ABS, 0, 0, 0)]  # seccomp_data.nr
     if _ARCH == "x86_64":
         prog += [(_BPF_JGE_K, 0, 1, 0x40000000), (_BPF_RET_K, 0, 0, _RET_ERRNO | _ENOSYS)]
-    prog += [(_BPF_JEQ_K, 0, 1, _NR["clone3"]), (_BPF_RET_K, 0, 0, _RET_ERRNO | _ENOSYS)]
-    for nr in deny:
-        prog += [(_BPF_JEQ_K, 0, 1, nr), (_BPF_RET_K, 0, 0, _RET_ERRNO | _EPERM)]
-    prog += [(_BPF_JEQ_K, 0, 3, _NR["clone"]),
+    prog += [(_BPF_JEQ_K, 0, 1, nr["clone3"]), (_BPF_RET_K, 0, 0, _RET_ERRNO | _ENOSYS)]
+    for denied in deny:
+        prog += [(_BPF_JEQ_K, 0, 1, denied), (_BPF_RET_K, 0, 0, _RET_ERRNO | _EPERM)]
+    prog += [(_BPF_JEQ_K, 0, 3, nr["clone"]),
              (_BPF_LD_W_ABS, 0, 0, 16),  # args[0], low 32 bits: the clone flags
              (_BPF_JSET_K, 1, 0, _CLONE_THREAD),
              (_BPF_RET_K, 0, 0, _RET_ERRNO | _EPERM),
@@ -160,10 +190,10 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def apply_seccomp():
+def apply_seccomp() -> None:
     if _NR is None or _AUDIT_ARCH is None:
         fail("no seccomp filter for the %s architecture" % _ARCH)
-    prog = seccomp_program()
+    prog = seccomp_program(_NR, _AUDIT_ARCH)
     raw = b"".join(struct.pack("=HBBI", *ins) for ins in prog)
     buf = ctypes.create_string_buffer(raw, len(raw))
     fprog = _SockFprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
@@ -176,7 +206,7 @@ def apply_seccomp():
 # ----------------------------------------------------------------------------------- 4. audit hook
 
 
-def install_audit_hook(work):
+def install_audit_hook(work: str) -> None:
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     harmless_sinks = {"/dev/null", "/dev/stdout", "/dev/stderr"}
     no_proc = {"os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
@@ -195,12 +225,12 @@ def install_audit_hook(work):
                    "os.lchflags": 0, "os.setxattr": 0, "os.removexattr": 0}
     state = {"busy": False}
 
-    def base_dir(dir_fd):
+    def base_dir(dir_fd: int | None) -> str:
         if dir_fd is None or dir_fd < 0:
             return os.getcwd()
         return os.readlink("/proc/self/fd/%d" % dir_fd)
 
-    def resolve(path, dir_fd=None, follow=True):
+    def resolve(path: PathOrFd, dir_fd: int | None = None, follow: bool = True) -> str:
         if isinstance(path, int):
             return os.path.realpath(os.readlink("/proc/self/fd/%d" % path))
         p = os.fsdecode(os.fspath(path))
@@ -213,19 +243,21 @@ def install_audit_hook(work):
             return os.path.realpath(p)
         return os.path.join(os.path.realpath(head), tail)
 
-    def inside(resolved, allow_root=False):
+    def inside(resolved: str, allow_root: bool = False) -> bool:
         return resolved.startswith(work + os.sep) or (allow_root and resolved == work)
 
-    def guard(path, dir_fd=None, follow=True, what="writing", allow_root=False):
+    def guard(path: PathOrFd, dir_fd: int | None = None, follow: bool = True, what: str = "writing",
+              allow_root: bool = False) -> None:
         target = resolve(path, dir_fd, follow)
         if not inside(target, allow_root):
             raise PermissionError(
                 "sandbox: %s outside the work directory is not allowed: %s" % (what, target))
 
-    def fd(args, i):
-        return args[i] if len(args) > i and isinstance(args[i], int) else None
+    def fd(args: tuple[object, ...], i: int) -> int | None:
+        value = args[i] if len(args) > i else None
+        return value if isinstance(value, int) else None
 
-    def check(event, args):
+    def check(event: str, args: tuple[Any, ...]) -> None:
         if event == "open":
             path, mode, flags = args
             if isinstance(path, int):
@@ -268,7 +300,7 @@ def install_audit_hook(work):
         elif event == "ctypes.dlsym" and len(args) > 1 and args[1] in c_denied:
             raise PermissionError("sandbox: calling %s through ctypes is not allowed" % args[1])
 
-    def hook(event, args):
+    def hook(event: str, args: tuple[Any, ...]) -> None:
         if state["busy"]:
             return
         state["busy"] = True
@@ -280,8 +312,8 @@ def install_audit_hook(work):
     # os.mkfifo and os.mknod raise no audit event: wrap them.
     import posix
 
-    def checked(fn):
-        def wrapper(path, *a, **kw):
+    def checked(fn: Callable[..., None]) -> Callable[..., None]:
+        def wrapper(path: PathOrFd, *a: Any, **kw: Any) -> None:
             guard(path, kw.get("dir_fd"), follow=False)
             return fn(path, *a, **kw)
         return wrapper
@@ -294,7 +326,7 @@ def install_audit_hook(work):
     # The "open" event of os.open does not carry dir_fd, so check a relative path against it here.
     real_open = posix.open
 
-    def checked_open(path, flags, mode=0o777, *, dir_fd=None):
+    def checked_open(path: StrOrBytesPath, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
         if dir_fd is not None and flags & write_flags:
             guard(path, dir_fd)
         return real_open(path, flags, mode, dir_fd=dir_fd)
@@ -303,7 +335,7 @@ def install_audit_hook(work):
     try:  # the C helper behind subprocess and multiprocessing, for callers that skip Popen
         import _posixsubprocess
 
-        def refuse(*a, **kw):
+        def refuse(*a: object, **kw: object) -> NoReturn:
             raise PermissionError("sandbox: starting processes is not allowed")
         _posixsubprocess.fork_exec = refuse
     except ImportError:
@@ -314,12 +346,12 @@ def install_audit_hook(work):
 # ------------------------------------------------------------------------------------- the script
 
 
-def report(exc):
+def report(exc: BaseException) -> None:
     """Print a traceback without this bootstrap's frames (the guard's internals)."""
     import traceback
     te = traceback.TracebackException.from_exception(exc)
-    seen = set()
-    node = te
+    seen: set[int] = set()
+    node: traceback.TracebackException | None = te
     while node is not None and id(node) not in seen:
         seen.add(id(node))
         node.stack = traceback.StackSummary.from_list(
@@ -328,7 +360,7 @@ def report(exc):
     sys.stderr.write("".join(te.format()))
 
 
-def run_script(path, *args):
+def run_script(path: str | os.PathLike[str], *args: object) -> int:
     """Run a Python file as `python path args...` would, in this process; returns its exit code."""
     import runpy
     saved = sys.argv
@@ -342,7 +374,7 @@ def run_script(path, *args):
     return 0
 
 
-def run(source):
+def run(source: str) -> None:
     import linecache
     name = "script.py"
     linecache.cache[name] = (len(source), None, source.splitlines(True), name)
@@ -353,7 +385,7 @@ def run(source):
         sys.exit(1)
     sys.argv = [name]
     import builtins
-    builtins.run_script = run_script  # a skill's `python scripts/x.py args`, without a new process
+    setattr(builtins, "run_script", run_script)  # a skill's `python scripts/x.py args`, without a new process
     namespace = {"__name__": "__main__", "__file__": name, "__builtins__": __builtins__}
     try:
         exec(code, namespace)
@@ -364,9 +396,9 @@ def run(source):
         sys.exit(1)
 
 
-def main():
+def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as fh:
-        config = json.load(fh)
+        config: BootConfig = json.load(fh)
     with open(config["script"], encoding="utf-8") as fh:
         source = fh.read()
     work = os.path.realpath(config["work"])

@@ -182,7 +182,7 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen
             except TypeError:
@@ -192,7 +192,7 @@ class _StrictLoader(yaml.SafeLoader):
                     None, None, f"duplicate key {key!r}", key_node.start_mark
                 )
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-untyped-call]
+        return super().construct_mapping(node, deep=deep)
 
 
 class _ParsedSkillMd(NamedTuple):
@@ -205,18 +205,19 @@ def _parse_skill_md(path: Path, text: str) -> _ParsedSkillMd:
     split = _split_front_matter(path, text)
     loader = _StrictLoader(split.yaml_text)
     try:
-        node = loader.get_single_node()  # type: ignore[no-untyped-call]
-        data = loader.construct_document(node) if node is not None else None  # type: ignore[no-untyped-call]
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = split.yaml_line + mark.line if mark is not None else split.yaml_line
         problem = getattr(exc, "problem", None) or str(exc)
         raise SkillError(f"front matter is not valid YAML: {problem}", path, line) from exc
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise SkillError(f"front matter must be a YAML mapping (key: value lines), got {kind}", path, split.yaml_line)
+    assert node is not None  # a mapping was read from it
     key_lines = {
         k.value: split.yaml_line + k.start_mark.line for k, _ in node.value if isinstance(k, yaml.ScalarNode)
     }

@@ -130,7 +130,7 @@ class SkillWatcher:
             return  # a child's own event follows; a dir mtime alone is noise (e.g. a swap file)
         if event.event_type in (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE):
             return
-        paths = [p for p in (event.src_path, getattr(event, "dest_path", "")) if p]
+        paths = [os.fsdecode(p) for p in (event.src_path, getattr(event, "dest_path", "")) if p]
         relevant = [p for p in paths if not is_ignored_path(self.root, p)]
         if not relevant and os.fsdecode(event.src_path) != str(self.root):
             return

@@ -103,9 +103,9 @@ def _bipartite(expected: list[float], got: list[float], close: Callable[[float, 
     for i in range(len(expected)):
         assign(i, set())
     match: list[int | None] = [None] * len(expected)
-    for j, i in enumerate(owner):
-        if i is not None:
-            match[i] = j
+    for j, owner_of_j in enumerate(owner):
+        if owner_of_j is not None:
+            match[owner_of_j] = j
     return match
 
 

@@ -27,10 +27,13 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skillgrad_tui.core.recalc import RecalcError, find_soffice, needs_recalc, recalculate
 from skillgrad_tui.core.records import DiffEntry, Task, Verdict
+
+if TYPE_CHECKING:  # openpyxl itself is imported where a workbook is read (it costs ~0.3 s)
+    from openpyxl.workbook.workbook import Workbook
 
 MAX_DIFF_ENTRIES = 200
 _EXCEL_EPOCH = dt.datetime(1899, 12, 30)
@@ -209,7 +212,7 @@ def _capped(cells: list[_Cell], limit: int, notes: dict[tuple[str, str], str]) -
 
 # ---- the evaluator ------------------------------------------------------------------------
 
-def _load(path: Path, data_only: bool) -> Any:
+def _load(path: Path, data_only: bool) -> Workbook:
     import openpyxl  # deferred: importing openpyxl costs ~0.3 s and QA-only runs never need it
 
     with warnings.catch_warnings():
@@ -344,7 +347,7 @@ class SpreadsheetEvaluator:
         return compared, problems, notes
 
 
-def _compare(golden: _Golden, got_wb: Any) -> tuple[list[_Cell], list[str]]:
+def _compare(golden: _Golden, got_wb: Workbook) -> tuple[list[_Cell], list[str]]:
     """Every compared cell, and the sheets that could not be compared."""
     compared: list[_Cell] = []
     problems: list[str] = []

@@ -146,8 +146,14 @@ class CancelToken:
 class Backend(Protocol):
     """A text model. `model_id` identifies the weights (sha256 for GGUF files) for caching."""
 
-    model_id: str
-    n_ctx: int
+    # Read-only to callers: wrappers (WrappedBackend) report the inner model's as properties.
+    @property
+    def model_id(self) -> str:
+        ...
+
+    @property
+    def n_ctx(self) -> int:
+        ...
 
     def complete(self, request: CompletionRequest, cancel: CancelToken | None = None) -> Completion:
         ...
@@ -156,6 +162,33 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None:
+        ...
+
+
+# What some backends offer beyond Backend, found with isinstance (runtime_checkable): a wrapper or
+# a scheduler asks for the capability, not for a class.
+
+@runtime_checkable
+class Probed(Protocol):
+    """A backend with a server to check before work starts (HttpBackend): raises if unusable."""
+
+    def probe(self) -> None:
+        ...
+
+
+@runtime_checkable
+class Concurrent(Protocol):
+    """A backend that answers several requests at once (HttpBackend: the server's slots)."""
+
+    concurrency: int
+
+
+@runtime_checkable
+class Batched(Protocol):
+    """A backend that runs a list of requests itself (concurrently), answers in request order."""
+
+    def complete_many(self, requests: list[CompletionRequest],
+                      cancel: CancelToken | None = None) -> list[Completion]:
         ...
 
 
@@ -188,14 +221,13 @@ def concurrency_limit(backend: Backend) -> int:
     since the server's slots may lower its limit; a server that cannot be probed gets 1, and the
     first task reports the error as it always has.
     """
-    real: Any = backend
+    real: Backend | WrappedBackend = backend
     while isinstance(real, WrappedBackend):
         real = real.inner
-    probe = getattr(real, "probe", None)
-    if probe is not None:
+    if isinstance(real, Probed):
         try:
-            probe()
+            real.probe()
         except Exception:  # noqa: BLE001 - reported by the task that uses the backend
             return 1
-    limit = getattr(real, "concurrency", 1)
+    limit = real.concurrency if isinstance(real, Concurrent) else 1
     return limit if isinstance(limit, int) and limit >= 1 else 1

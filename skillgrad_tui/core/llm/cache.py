@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import platformdirs
 
-from skillgrad_tui.core.llm.base import Backend, CancelToken, Completion, CompletionRequest, WrappedBackend
+from skillgrad_tui.core.llm.base import Backend, Batched, CancelToken, Completion, CompletionRequest, WrappedBackend
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -263,7 +263,7 @@ class CachedBackend(WrappedBackend):
     def complete_many(self, requests: list[CompletionRequest],
                       cancel: CancelToken | None = None) -> list[Completion]:
         """Answer hits from the cache and send only the misses to the model (order kept)."""
-        inner_many = getattr(self.inner, "complete_many", None)
+        inner_many = self.inner.complete_many if isinstance(self.inner, Batched) else None
         if not self.enabled:
             if inner_many is not None:
                 return list(inner_many(requests, cancel))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import math
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,11 +101,12 @@ def reusable_prefix(llm: Any, prompt: list[int]) -> int:
     from llama_cpp import Llama
 
     held = llm._input_ids[: llm.n_tokens]
-    return max(0, min(Llama.longest_token_prefix(held, prompt), len(prompt) - 1))
+    shared: int = Llama.longest_token_prefix(held, prompt)
+    return max(0, min(shared, len(prompt) - 1))
 
 
 def constrained_tokens(llm: Any, prompt: list[int], grammar: Any, params: SamplingParams,
-                       stats: GrammarStats | None = None) -> Iterator[int]:
+                       stats: GrammarStats | None = None) -> Generator[int, None, None]:
     """Yield tokens for `prompt` that follow `grammar`, reusing the KV cache's common prefix."""
     import llama_cpp
 

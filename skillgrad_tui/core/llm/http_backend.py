@@ -159,7 +159,8 @@ class HttpBackend:
             self.server_info = {"dialect": self._dialect, "model": self.model,
                                 "owned_by": owned_by or None}
 
-            meta = first.get("meta") if isinstance(first.get("meta"), dict) else {}
+            meta_found = first.get("meta")
+            meta = meta_found if isinstance(meta_found, dict) else {}
             settings = props.get("default_generation_settings") or {}
             candidates = (settings.get("n_ctx"), props.get("n_ctx"),  # llama.cpp, per slot
                           first.get("max_model_len"),  # vLLM
@@ -321,7 +322,7 @@ class HttpBackend:
         if retry_after:
             return min(float(retry_after.group(1)), _MAX_RETRY_AFTER_S)
         # Exponential backoff with jitter, so workers that failed together do not return together.
-        return self.backoff_s * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+        return self.backoff_s * (2.0 ** (attempt - 1)) * random.uniform(0.5, 1.5)
 
     def _stream_once(self, path: str, body: dict[str, Any],
                      cancel: CancelToken | None, watch_loops: bool = False) -> _Stream:

@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,10 @@ def _quiet_llama_logs() -> None:
     if _LOG_CALLBACK is None:
         log = logging.getLogger("skillgrad.llama_cpp")
 
-        @llama_cpp.llama_log_callback
         def forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
             log.debug(text.decode("utf-8", errors="replace").rstrip())
 
-        _LOG_CALLBACK = forward
+        _LOG_CALLBACK = llama_cpp.llama_log_callback(forward)
     llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
 
 
@@ -144,7 +144,7 @@ class LlamaBackend:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
-        from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import LlamaGrammar  # llama_cpp re-exports it only by *
 
         key = json.dumps(grammar_schema(schema), sort_keys=True)
         if key not in self._grammars:
@@ -183,6 +183,7 @@ class LlamaBackend:
             produced: list[int] = []
             finish = "length"
             stop_tail = max((len(s) for s in stops), default=0) + 16
+            stream: Generator[int, None, None]
             if grammar is None:
                 stream = llm.generate(tokens, top_k=request.top_k, top_p=request.top_p, min_p=0.0,
                                       temp=request.temperature, repeat_penalty=1.0)

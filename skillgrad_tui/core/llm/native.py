@@ -134,4 +134,4 @@ def model_params(use_extra_bufts: bool) -> Iterator[None]:
         try:
             yield
         finally:
-            raw.llama_model_default_params = original  # type: ignore[assignment]
+            raw.llama_model_default_params = original

@@ -10,9 +10,12 @@ message is a prefix that consecutive prompts share and llama.cpp evaluates once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence, cast
 
 from skillgrad_tui.core.llm.base import Message
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,15 @@ class TemplateFormat(PromptFormat):
         self._eos = eos_token
 
     def render_turns(self, messages: Sequence[Message]) -> RenderedPrompt:
-        result = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+        result = self._formatter(messages=[_template_message(m) for m in messages])
         stops = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
         return RenderedPrompt(result.prompt, tuple(s for s in [*stops, self._eos] if s))
+
+
+def _template_message(message: Message) -> ChatCompletionRequestMessage:
+    # llama-cpp-python types a message per role (a tool message needs a call id); the chat template
+    # reads only role and content, which is all a Message has.
+    return cast("ChatCompletionRequestMessage", {"role": message.role, "content": message.content})
 
 
 def choose_format(chat_template: str | None, architecture: str | None, has_gemma_markers: bool,

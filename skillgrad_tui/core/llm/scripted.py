@@ -6,8 +6,8 @@ against it runs unchanged on a model. Never used to run real work.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from skillgrad_tui.core.llm.base import CancelToken, Completion, CompletionRequest, Usage
 from skillgrad_tui.core.llm.jsonout import complete_with_schema
@@ -17,7 +17,7 @@ from skillgrad_tui.core.llm.jsonout import complete_with_schema
 class ScriptedBackend:
     """Answers with `respond(request)`; records every request it was asked in `calls`."""
 
-    respond: Any  # Callable[[CompletionRequest], str]
+    respond: Callable[[CompletionRequest], object]  # the answer is str() of what it returns
     model_id: str = "scripted"
     n_ctx: int = 32768
     calls: list[CompletionRequest] = field(default_factory=list)

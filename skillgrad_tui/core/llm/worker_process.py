@@ -18,15 +18,19 @@ import queue
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skillgrad_tui.core.llm.base import CancelToken
 from skillgrad_tui.core.llm.wire import (FrameReader, StreamClosed, error_to_wire, request_from_wire,
                                          write_frame)
 
 
+if TYPE_CHECKING:  # imported in main(): loading llama.cpp is the worker's first real work
+    from skillgrad_tui.core.llm.llama_backend import LlamaBackend
+
+
 class _Server:
-    def __init__(self, backend: Any, reader: FrameReader, out_fd: int) -> None:
+    def __init__(self, backend: LlamaBackend, reader: FrameReader, out_fd: int) -> None:
         self.backend = backend
         self.reader = reader
         self.out_fd = out_fd
@@ -91,7 +95,7 @@ class _Server:
             write_frame(self.out_fd, reply)
 
 
-def facts(backend: Any) -> dict[str, Any]:
+def facts(backend: LlamaBackend) -> dict[str, Any]:
     from skillgrad_tui.core.llm.native import cpu_summary
 
     return {"pid": os.getpid(), "n_ctx": backend.n_ctx, "trained_context": backend.trained_context,
