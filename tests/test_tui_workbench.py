@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 from textual.command import CommandPalette
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, OptionList, Static
 
 from skillgrad_tui.config import Config
 from skillgrad_tui.core.lineage import final_version, lineage_rows, lineage_tree, run_facts
@@ -24,6 +24,7 @@ from skillgrad_tui.core.runlog import list_versions, version_files
 from skillgrad_tui.core.skill import load_skill
 from skillgrad_tui.tui.app import SkillgradApp
 from skillgrad_tui.tui.screens.compare import CompareScreen
+from skillgrad_tui.tui.screens.help import HelpScreen
 from skillgrad_tui.tui.screens.history import HistoryScreen
 from skillgrad_tui.tui.screens.pickers import ChoiceScreen, ConfirmScreen
 from skillgrad_tui.tui.scripted import scripted_backend_factory
@@ -232,7 +233,7 @@ async def test_model_is_picked_and_the_session_switches(skill_dir: Path) -> None
         assert "gemma3-270m" in names and "smollm2-135m" in names
         app.session.backend("task")  # a backend is cached: the switch must drop it
         await pilot.press("home")
-        while app.screen.query_one("#choice-list").highlighted != names.index("smollm2-135m"):
+        while app.screen.query_one("#choice-list", OptionList).highlighted != names.index("smollm2-135m"):
             await pilot.press("down")
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.session.model == "smollm2-135m")
@@ -403,3 +404,18 @@ async def test_compare_needs_two_runs(run_dir: Path, skill_dir: Path) -> None:
         await pilot.pause()
         assert not isinstance(app.screen, ChoiceScreen)
         assert any("needs two optimiser runs" in n for n in notes(app))
+
+
+async def test_help_lists_the_workbench_keys_and_every_binding_has_an_id(skill_dir: Path) -> None:
+    for screen in (HistoryScreen, CompareScreen, ChoiceScreen, ConfirmScreen):
+        for binding in screen.BINDINGS:
+            assert getattr(binding, "id", None), binding
+    app = make_app(skill_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        sections = dict(app.screen.sections)  # type: ignore[attr-defined]
+        assert {b.description for b in sections["Main screen"]} >= {"History", "Model", "Suite", "Split", "Steps",
+                                                                     "Batch size", "Compare runs", "Export run"}
+        assert {b.description for b in sections["History"]} >= {"Mark A", "Diff", "Roll back", "Export", "Compare"}

@@ -796,10 +796,13 @@ class SkillgradApp(App[int]):
         sections = [("Main screen", _bindings(self.BINDINGS) + [Binding("ctrl+p", "", "Command palette"),
                                                                  Binding("enter", "", "Open trajectory")])]
         sections.append(("Patch review", _bindings(ReviewScreen.BINDINGS)))
+        sections.append(("History", _bindings(HistoryScreen.BINDINGS)))
         notes = ("Every action is also in the command palette (ctrl+p). Escape cancels a run between "
                  "tokens; q quits (mid-run it cancels and waits, so the skill and the run log stay "
                  "consistent and the run can be resumed). Gate 'ask' shows each patch for review; "
-                 "nothing changes on disk without a key press.")
+                 "nothing changes on disk without a key press. Model, suite, split, steps and batch size "
+                 "apply to the next run and cannot change during one. In the history (h), space marks a "
+                 "version and d diffs it against the one under the cursor; b rolls back after a yes.")
         self.push_screen(HelpScreen(sections, notes))
 
     async def action_quit(self) -> None:
