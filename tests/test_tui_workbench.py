@@ -238,6 +238,11 @@ async def test_model_is_picked_and_the_session_switches(skill_dir: Path) -> None
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.session.model == "smollm2-135m")
         assert app.session._backends == {} and "smollm2-135m" in app.sub_title
+        await pilot.press("m")  # a typed name that is neither listed nor a file is refused
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceScreen))
+        await pilot.press("tab", *"nope", "enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ChoiceScreen))
+        assert app.session.model == "smollm2-135m" and "no such model: nope" in notes(app)[-1]
 
 
 async def test_pickers_are_refused_while_a_run_is_running(skill_dir: Path) -> None:
@@ -287,10 +292,14 @@ async def test_history_from_the_palette(run_dir: Path, skill_dir: Path) -> None:
 
 
 def test_palette_finds_each_workbench_word(skill_dir: Path) -> None:
+    from textual.fuzzy import Matcher
+
     app = make_app(skill_dir)
-    names = [c.name.lower() for c in app.palette_commands()]
+    commands = app.palette_commands()
     for word in ("model", "suite", "split", "steps", "batch", "history", "rollback", "compare", "export"):
-        assert any(word in name for name in names), word
+        matcher = Matcher(word)
+        best = max(commands, key=lambda c: matcher.match(c.name))  # the palette's first hit
+        assert word in best.name.lower(), (word, best.name)
 
 
 async def test_diff_between_any_two_versions(run_dir: Path, skill_dir: Path) -> None:
@@ -419,3 +428,22 @@ async def test_help_lists_the_workbench_keys_and_every_binding_has_an_id(skill_d
         assert {b.description for b in sections["Main screen"]} >= {"History", "Model", "Suite", "Split", "Steps",
                                                                      "Batch size", "Compare runs", "Export run"}
         assert {b.description for b in sections["History"]} >= {"Mark A", "Diff", "Roll back", "Export", "Compare"}
+
+
+async def test_the_palette_offers_each_word_first(skill_dir: Path) -> None:
+    from textual.command import CommandList
+
+    app = make_app(skill_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        for word in ("model", "suite", "split", "steps", "batch", "history", "rollback", "compare", "export"):
+            await pilot.press("ctrl+p")
+            await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+            await pilot.press(*word)
+            commands = app.screen.query_one(CommandList)
+            await wait_for(pilot, lambda: commands.option_count > 0)
+            await pilot.pause(0.2)
+            first = str(commands.get_option_at_index(0).prompt)
+            assert word in first.lower(), (word, first)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, CommandPalette))

@@ -654,6 +654,8 @@ class SkillgradApp(App[int]):
                    for m in models]
 
         def use(name: str) -> None:
+            if name not in {m.name for m in models} and not Path(name).expanduser().is_file():
+                raise SkillgradError(f"no such model: {name} (not listed by `skillgrad models`, not a file)")
             self.session.set_model(name)
             self._probe_device()
             self.notify(f"model {name}: loaded on the next run", title="Model")
