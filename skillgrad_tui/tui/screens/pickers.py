@@ -61,9 +61,10 @@ class ChoiceScreen(ModalScreen[str | None]):
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Yes or no to a change on disk; anything but y/enter answers no."""
+    """Yes or no to a change on disk. Only y says yes: an enter pressed out of habit must not
+    roll a skill back."""
 
-    BINDINGS = [Binding("y,enter", "answer(True)", "Yes", id="confirm.yes"),
+    BINDINGS = [Binding("y", "answer(True)", "Yes", id="confirm.yes"),
                 Binding("n,escape", "answer(False)", "No", id="confirm.no")]
 
     def __init__(self, question: str, detail: str = "") -> None:
@@ -76,7 +77,7 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Static(Text(self.question, style="bold"), id="confirm-question")
             if self.detail:
                 yield Static(Text(self.detail, style="dim"))
-            yield Static(Text("y (enter) yes · n (escape) no", style="bold"))
+            yield Static(Text("y yes · n (escape) no", style="bold"))
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
