@@ -447,3 +447,16 @@ async def test_the_palette_offers_each_word_first(skill_dir: Path) -> None:
             assert word in first.lower(), (word, first)
             await pilot.press("escape")
             await wait_for(pilot, lambda: not isinstance(app.screen, CommandPalette))
+
+
+async def test_a_suite_without_named_splits_says_so_and_no_run_means_no_history(skill_dir: Path) -> None:
+    app = make_app(skill_dir)
+    app.session.set_suite(REPO / "skills" / "suites" / "row-count")  # JSONL: no data/*.tsv
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("S")
+        await pilot.pause()
+        assert not isinstance(app.screen, ChoiceScreen) and "no named splits" in notes(app)[-1]
+        await pilot.press("h")
+        await pilot.pause()
+        assert not isinstance(app.screen, HistoryScreen) and "no optimiser run" in notes(app)[-1]
