@@ -90,17 +90,23 @@ def app_with_run(tmp_path: Path) -> SkillgradApp:
                         config=Config(values={"optimize": {"steps": 1}}))
 
 
+async def _history_diff(pilot: Pilot[object]) -> None:
+    from skillgrad_tui.tui.screens.history import HistoryScreen
+
+    await _settle(pilot)
+    await pilot.press("h")
+    deadline = time.monotonic() + 20
+    while not isinstance(pilot.app.screen, HistoryScreen):
+        assert time.monotonic() < deadline, "the history never opened"
+        await pilot.pause(0.02)
+    await pilot.press("down", "down", "d")  # v4 against its parent v1
+    await pilot.pause()
+
+
 def test_history_with_a_diff_120x36(snap_compare, app_with_run: SkillgradApp) -> None:  # type: ignore[no-untyped-def]
-    async def run_before(pilot: Pilot[object]) -> None:
-        from skillgrad_tui.tui.screens.history import HistoryScreen
+    assert snap_compare(app_with_run, terminal_size=(120, 36), run_before=_history_diff)
 
-        await _settle(pilot)
-        await pilot.press("h")
-        deadline = time.monotonic() + 20
-        while not isinstance(pilot.app.screen, HistoryScreen):
-            assert time.monotonic() < deadline, "the history never opened"
-            await pilot.pause(0.02)
-        await pilot.press("down", "down", "d")  # v4 against its parent v1
-        await pilot.pause()
 
-    assert snap_compare(app_with_run, terminal_size=(120, 36), run_before=run_before)
+def test_history_stacked_80x24(snap_compare, app_with_run: SkillgradApp) -> None:  # type: ignore[no-untyped-def]
+    """Under 110 columns the plot sits below the versions."""
+    assert snap_compare(app_with_run, terminal_size=(80, 24), run_before=_history_diff)

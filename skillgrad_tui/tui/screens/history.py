@@ -69,6 +69,8 @@ def _fmt(value: float | None) -> str:
 
 
 class HistoryScreen(Screen[None]):
+    # Under 110 columns the plot goes below the versions instead of beside them (app.tcss).
+    HORIZONTAL_BREAKPOINTS = [(0, "-stacked"), (110, "-side-by-side")]
     BINDINGS = [
         Binding("escape", "close", "Back", id="history.close"),
         Binding("space", "mark", "Mark A", id="history.mark"),

@@ -10,7 +10,7 @@ from textual.widgets import Static
 Series = list[tuple[int, float]]  # (step, score in [0, 1])
 
 STYLES = (("●", "bold #5fafff"), ("×", "bold #ff8787"), ("◆", "bold #87d787"))
-Y_TICKS = (1.0, 0.75, 0.5, 0.25, 0.0)
+Y_TICKS = (1.0, 0.0, 0.5, 0.25, 0.75)  # by priority: a short plot keeps the ends and the middle
 LABEL_W = 5  # "0.75" and a space
 
 
@@ -41,7 +41,9 @@ def render_score_plot(series: dict[str, Series], width: int, height: int) -> Tex
         for c, r in cells:
             grid[r][c] = (marker, style)
 
-    tick_rows = {row(t): t for t in Y_TICKS}
+    tick_rows: dict[int, float] = {}
+    for t in Y_TICKS:
+        tick_rows.setdefault(row(t), t)  # two ticks on one row: the more important one stays
     out = Text()
     for r in range(plot_h):
         tick = tick_rows.get(r)
