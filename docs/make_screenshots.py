@@ -3,7 +3,8 @@
 The app runs headless (Textual's run_test) on a copy of skills/table-qa with the scripted
 stand-in model that the tests use, so the pictures are reproducible and need no model:
 one optimisation step with the `ask` gate, the patch review it opens, the main screen after
-the first edit is accepted and the second rejected, and a trajectory opened with Enter.
+the first edit is accepted and the second rejected, a trajectory opened with Enter, then a
+second run's history (lineage, scores per step, a diff) and the comparison of the two runs.
 
     .venv/bin/python docs/make_screenshots.py
 """
@@ -25,6 +26,8 @@ from textual.pilot import Pilot  # noqa: E402
 
 from skillgrad_tui.config import Config  # noqa: E402
 from skillgrad_tui.tui.app import SkillgradApp  # noqa: E402
+from skillgrad_tui.tui.screens.compare import CompareScreen  # noqa: E402
+from skillgrad_tui.tui.screens.history import HistoryScreen  # noqa: E402
 from skillgrad_tui.tui.screens.review import ReviewScreen  # noqa: E402
 from skillgrad_tui.tui.screens.trajectory import TrajectoryScreen  # noqa: E402
 from skillgrad_tui.tui.scripted import scripted_backend_factory  # noqa: E402
@@ -67,6 +70,22 @@ async def shoot(skill: Path) -> list[Path]:
         await _wait(pilot, lambda: isinstance(app.screen, TrajectoryScreen), "the trajectory view")
         await pilot.pause(0.3)
         save("trajectory")
+        await pilot.press("escape")
+        await _wait(pilot, lambda: not isinstance(app.screen, TrajectoryScreen), "back to the main screen")
+        await pilot.press("r")  # a second run, every edit accepted, so that there are two to compare
+        await _wait(pilot, lambda: isinstance(app.screen, ReviewScreen), "the second patch review")
+        await pilot.press("a")
+        await _wait(pilot, lambda: not isinstance(app.screen, ReviewScreen) and not app.running,
+                    "the end of the second run")
+        await pilot.press("h")
+        await _wait(pilot, lambda: isinstance(app.screen, HistoryScreen), "the history")
+        await pilot.press("down", "d")  # the step's candidate against the seed
+        await pilot.pause(0.3)
+        save("history")
+        await pilot.press("c", "enter")  # compare this run (A) with the one picked next (B)
+        await _wait(pilot, lambda: isinstance(app.screen, CompareScreen), "the comparison")
+        await pilot.pause(0.3)
+        save("compare")
     return saved
 
 

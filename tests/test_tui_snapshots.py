@@ -70,3 +70,43 @@ def test_diff_review_second_edit_80x24(snap_compare, app: SkillgradApp) -> None:
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.fixture()
+def app_with_run(tmp_path: Path) -> SkillgradApp:
+    """A finished 2-step run (gate 'all'), under a fixed name so that the picture is stable."""
+    from skillgrad_tui.core.skill import load_skill
+    from skillgrad_tui.tui.session import Session, new_run_dir
+
+    if not (SUITE / "data").is_dir():
+        pytest.skip(f"sample suite missing at {SUITE}")
+    skill = tmp_path / "table-qa"
+    shutil.copytree(REPO / "skills" / "table-qa", skill)
+    config = Config(values={"optimize": {"steps": 2}})
+    run = new_run_dir(skill, config, load_skill(skill).hash)
+    Session(skill, SUITE, config, scripted_backend_factory()).optimize("all", run, sink=lambda e: None, cancel=None)
+    run.rename(run.with_name("20260101-120000-723366"))
+    return SkillgradApp(skill, SUITE, backend_factory=scripted_backend_factory(),
+                        config=Config(values={"optimize": {"steps": 1}}))
+
+
+async def _history_diff(pilot: Pilot[object]) -> None:
+    from skillgrad_tui.tui.screens.history import HistoryScreen
+
+    await _settle(pilot)
+    await pilot.press("h")
+    deadline = time.monotonic() + 20
+    while not isinstance(pilot.app.screen, HistoryScreen):
+        assert time.monotonic() < deadline, "the history never opened"
+        await pilot.pause(0.02)
+    await pilot.press("down", "down", "d")  # v4 against its parent v1
+    await pilot.pause()
+
+
+def test_history_with_a_diff_120x36(snap_compare, app_with_run: SkillgradApp) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(app_with_run, terminal_size=(120, 36), run_before=_history_diff)
+
+
+def test_history_stacked_80x24(snap_compare, app_with_run: SkillgradApp) -> None:  # type: ignore[no-untyped-def]
+    """Under 110 columns the plot sits below the versions."""
+    assert snap_compare(app_with_run, terminal_size=(80, 24), run_before=_history_diff)

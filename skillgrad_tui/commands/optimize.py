@@ -292,13 +292,10 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def _lineage(versions: list[Any]) -> list[dict[str, Any]]:
-    """The versions as a tree: each with its children (the candidates made from it)."""
-    nodes = {v.version: {"version": v.version, "step": v.step, "kept": v.kept, "children": []} for v in versions}
-    roots: list[dict[str, Any]] = []
-    for v in versions:
-        parent = nodes.get(v.parent) if v.parent is not None else None
-        (parent["children"] if parent is not None else roots).append(nodes[v.version])
-    return roots
+    """The versions as a tree (shared with the app's history screen)."""
+    from skillgrad_tui.core.lineage import lineage_tree
+
+    return lineage_tree(versions)
 
 
 def _history(args: argparse.Namespace) -> int:

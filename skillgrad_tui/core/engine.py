@@ -11,6 +11,8 @@ app's first frame does not wait for them (jsonschema, GGUF readers).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from skillgrad_tui.core.llm.base import Backend, CancelToken, CompletionRequest
@@ -18,8 +20,8 @@ from skillgrad_tui.core.llm.base import Backend, CancelToken, CompletionRequest
 if TYPE_CHECKING:
     from skillgrad_tui.core.llm.settings import BackendSettings
 
-__all__ = ["Backend", "CancelToken", "CompletionRequest", "backend_identity", "describe_model", "make_backend",
-           "scripted_backend"]
+__all__ = ["Backend", "CancelToken", "CompletionRequest", "ModelChoice", "backend_identity", "describe_model",
+           "local_device", "make_backend", "model_choices", "scripted_backend"]
 
 
 def make_backend(settings: BackendSettings) -> Backend:
@@ -48,3 +50,31 @@ def scripted_backend(respond: Callable[[CompletionRequest], str]) -> Backend:
     from skillgrad_tui.core.llm.scripted import ScriptedBackend
 
     return ScriptedBackend(respond)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model the app can switch to, as `skillgrad models` lists it."""
+
+    name: str
+    source: str  # "embedded (...)", "models/", "config"
+    error: str | None = None  # why it cannot be used (missing file, ...)
+
+
+def model_choices(config_models: dict[str, Path] | None = None) -> list[ModelChoice]:
+    """The models found (embedded, models/, `[models]` of the config), without hashing their files
+    (a picker must not read gigabytes)."""
+    from skillgrad_tui.core.llm.models import discover
+
+    return [ModelChoice(m.name, m.source, m.error) for m in discover(config_models, hash_files=False)]
+
+
+def local_device(n_gpu_layers: int) -> str:
+    """Where an in-process model runs: "GPU" when llama.cpp can offload and layers may go there."""
+    from skillgrad_tui.core.llm.llama_backend import gpu_offload_available
+
+    try:
+        gpu = gpu_offload_available()
+    except Exception:  # llama.cpp missing or broken: nothing runs on a GPU then
+        gpu = False
+    return "GPU" if gpu and n_gpu_layers != 0 else "CPU"

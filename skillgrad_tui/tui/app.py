@@ -42,7 +42,10 @@ from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, Cand
 from skillgrad_tui.core.skill import PendingWrite, Skill, load_skill
 from skillgrad_tui.core.watcher import SkillWatcher, folder_hash
 from skillgrad_tui.tui.commands import PaletteCommand, SkillgradCommands
+from skillgrad_tui.tui.screens.compare import CompareScreen
 from skillgrad_tui.tui.screens.help import HelpScreen, _bindings
+from skillgrad_tui.tui.screens.history import HistoryScreen
+from skillgrad_tui.tui.screens.pickers import ChoiceScreen, ConfirmScreen
 from skillgrad_tui.tui.screens.review import ReviewScreen
 from skillgrad_tui.tui.screens.trajectory import TrajectoryScreen, task_lookup
 from skillgrad_tui.tui.session import ReviewBridge, Session, expected_hash, new_run_dir
@@ -103,6 +106,14 @@ class SkillgradApp(App[int]):
         Binding("3", "show_pane('gradients')", "Gradients", show=False, id="pane.gradients"),
         Binding("4", "show_pane('memory')", "Memory", show=False, id="pane.memory"),
         Binding("5", "show_pane('candidates')", "Candidates", show=False, id="pane.candidates"),
+        Binding("h", "history", "History", show=False, id="run.history"),
+        Binding("c", "compare", "Compare runs", show=False, id="run.compare"),
+        Binding("e", "export", "Export run", show=False, id="run.export"),
+        Binding("m", "pick_model", "Model", show=False, id="pick.model"),
+        Binding("s", "pick_suite", "Suite", show=False, id="pick.suite"),
+        Binding("S", "pick_split", "Split", show=False, id="pick.split"),
+        Binding("n", "pick_steps", "Steps", show=False, id="pick.steps"),
+        Binding("b", "pick_batch", "Batch size", show=False, id="pick.batch"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
@@ -153,6 +164,7 @@ class SkillgradApp(App[int]):
         self._events: collections.deque[Event] = collections.deque()
         self.first_frame_at: float | None = None  # time.perf_counter() of the first frame (bench)
         self.changes_handled = 0  # watch-mode re-evaluations started (for tests and the status)
+        self._suite_picked = False  # the suite loading now was picked in the app (its error is notified)
 
     # -- layout ------------------------------------------------------------------------------------
 
@@ -250,14 +262,19 @@ class SkillgradApp(App[int]):
     @work(thread=True, group="suite", exit_on_error=False)
     def _load_suite(self) -> None:
         try:
-            self.post_message(SuiteLoaded(self.session.suite(), None))
+            message = SuiteLoaded(self.session.suite(), None)
         except SkillgradError as exc:
-            self.post_message(SuiteLoaded(None, str(exc)))
+            message = SuiteLoaded(None, str(exc))
+        self.session.device()  # probes llama.cpp here, off the UI thread, for the header
+        self.post_message(message)
 
     @on(SuiteLoaded)
     def _suite_loaded(self, message: SuiteLoaded) -> None:
         self.suite, self.suite_error = message.suite, message.error
         self._update_subtitle()
+        if message.error and self._suite_picked:  # a suite just picked that does not load: say why
+            self.notify(message.error, title="No task suite", severity="error", timeout=15)
+        self._suite_picked = False
         # Start-up is over: everything alive now (Textual, the widgets, the suite) lives as long as
         # the app. Freezing it keeps the cyclic GC from re-scanning it in every full collection,
         # which were 75-107 ms pauses mid-run (measured with gc.callbacks), now at most ~60 ms.
@@ -373,7 +390,7 @@ class SkillgradApp(App[int]):
     def _drain_events(self, limit: int | None = DRAIN_MAX) -> None:
         if not self._events or not self.is_running:
             return
-        batch = []
+        batch: list[Event] = []
         while self._events and (limit is None or len(batch) < limit):
             batch.append(self._events.popleft())
         reload = False
@@ -509,7 +526,8 @@ class SkillgradApp(App[int]):
     # -- actions -----------------------------------------------------------------------------------
 
     MAIN_ONLY = frozenset({"optimize", "evaluate", "resume", "toggle_watch", "cycle_gate", "zoom", "show_pane",
-                           "recover"})
+                           "recover", "history", "compare", "export", "pick_model", "pick_suite", "pick_split",
+                           "pick_steps", "pick_batch"})
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Main-screen actions are hidden on the review, trajectory and help screens (where
@@ -566,24 +584,207 @@ class SkillgradApp(App[int]):
         self.main.query_one(table, DataTable).focus()
 
     def action_export(self) -> None:
-        from skillgrad_tui.core.atomic import write_file_atomically
-        from skillgrad_tui.core.export import load_report, to_csv, to_html, to_json
-
-        if self.run_dir is None or not (self.run_dir / "events.jsonl").is_file():
+        """The last run of this session, else the newest run of the skill."""
+        run = self.run_dir if self.run_dir is not None and (self.run_dir / "events.jsonl").is_file() else None
+        if run is None:
+            runs = self.optimiser_runs()
+            run = runs[0] if runs else None
+        if run is None:
             self.notify("no run to export yet: optimise (r) or evaluate (v) first", severity="warning")
             return
-        out = self.run_dir / "export"
+        self.export_run(run)
+
+    def export_run(self, run_dir: Path) -> None:
+        from skillgrad_tui.tui.run_actions import export_run_files
+
         try:
-            report = load_report(self.run_dir)  # the run's files read once for the three formats
-            out.mkdir(exist_ok=True)
-            written = []
-            for render, name in ((to_json, "run.json"), (to_csv, "versions.csv"), (to_html, "report.html")):
-                write_file_atomically(out / name, render(report).encode("utf-8"))
-                written.append(name)
+            out, written = export_run_files(run_dir)
         except (OSError, SkillgradError) as exc:
             self.notify(str(exc), title="Export failed", severity="error")
             return
         self.notify(f"{out}: {', '.join(written)}", title="Exported")
+
+    # -- the workbench: pickers, history, rollback, compare -----------------------------------------
+
+    def _refuse_while_running(self, what: str) -> bool:
+        if self.running:
+            self.notify(f"a run is in progress: {what} waits until it ends (escape cancels it)",
+                        title="Not now", severity="warning")
+            return True
+        return False
+
+    def optimiser_runs(self) -> list[Path]:
+        """This skill's optimiser runs, newest first."""
+        from skillgrad_tui.tui.run_actions import runs_of
+        from skillgrad_tui.tui.session import runs_root
+
+        return runs_of(runs_root(self.session.skill_path, self.session.config))
+
+    def _pick(self, title: str, choices: list[tuple[str, str]], current: str | None,
+              then: Callable[[str], None], *, typed: str | None = None, integer: bool = False) -> None:
+        def picked(value: str | None) -> None:
+            if value is None:
+                return
+            if self._refuse_while_running("the change"):  # a run may have started meanwhile (watch)
+                return
+            try:
+                then(value)
+            except (SkillgradError, ValueError) as exc:
+                self.notify(str(exc), title="Not changed", severity="error")
+                return
+            self._update_subtitle()
+
+        self.push_screen(ChoiceScreen(title, choices, current, typed=typed, integer=integer), picked)
+
+    def action_pick_model(self) -> None:
+        if self._refuse_while_running("changing the model"):
+            return
+        self._list_models()
+
+    @work(thread=True, group="models", exit_on_error=False)
+    def _list_models(self) -> None:
+        from skillgrad_tui.core.engine import model_choices
+
+        choices = model_choices(self.session.config.models)  # reads GGUF headers: off the UI thread
+        self.call_from_thread(self._show_models, choices)
+
+    def _show_models(self, models: list[Any]) -> None:
+        current = self.session.model or self.session.config.get("model", "default")
+        choices = [(m.name, f"{m.name}  ({m.source})" + (f"  unusable: {m.error}" if m.error else ""))
+                   for m in models]
+
+        def use(name: str) -> None:
+            if name not in {m.name for m in models} and not Path(name).expanduser().is_file():
+                raise SkillgradError(f"no such model: {name} (not listed by `skillgrad models`, not a file)")
+            self.session.set_model(name)
+            self._probe_device()
+            self.notify(f"model {name}: loaded on the next run", title="Model")
+
+        self._pick("Model for the next run (task and optimiser)", choices, current, use,
+                   typed="or a GGUF path")
+
+    @work(thread=True, group="device", exit_on_error=False)
+    def _probe_device(self) -> None:
+        self.session.device()
+        self.call_from_thread(self._update_subtitle)
+
+    def action_pick_suite(self) -> None:
+        if self._refuse_while_running("changing the suite"):
+            return
+        current = str(self.session.suite_path) if self.session.suite_path else None
+        choices = [(str(p), f"{p.name}  ({p})") for p in self.session.suite_choices()]
+
+        def use(raw: str) -> None:
+            path = Path(raw).expanduser()
+            if not path.exists():
+                raise SkillgradError(f"no such suite: {path}")
+            self.session.set_suite(path)
+            self._reload_suite()
+
+        self._pick("Task suite", choices, current, use, typed="or a suite path (folder or .jsonl)")
+
+    def action_pick_split(self) -> None:
+        if self._refuse_while_running("changing the split"):
+            return
+        splits = self.session.split_choices()
+        if not splits:
+            self.notify("this suite has no named splits: the seeded train/val/test split of its tasks "
+                        "applies", title="Split")
+            return
+        current = self.session.config.get("suite", "split") or ""
+        choices = [("", "default (the suite's own choice)")] + [(name, name) for name in splits]
+
+        def use(split: str) -> None:
+            self.session.set_split(split)
+            self._reload_suite()
+
+        self._pick("Split of the suite the tasks come from", choices, current, use)
+
+    def _reload_suite(self) -> None:
+        self.suite, self.suite_error = None, None
+        self._suite_picked = True
+        self._load_suite()
+
+    def _pick_number(self, key: str, label: str, options: tuple[int, ...]) -> None:
+        if self._refuse_while_running(f"changing {label}"):
+            return
+        current = str(self.session.config.get("optimize", key))
+
+        def use(raw: str) -> None:
+            self.session.set_option(key, int(raw))
+            self.notify(f"{label}: {raw} for the next run", title="Optimiser")
+
+        self._pick(f"{label[0].upper()}{label[1:]} (now {current})", [(str(n), str(n)) for n in options], current,
+                   use, typed="or type a number", integer=True)
+
+    def action_pick_steps(self) -> None:
+        self._pick_number("steps", "steps", (1, 2, 3, 5, 10, 20, 50))
+
+    def action_pick_batch(self) -> None:
+        self._pick_number("batch_size", "batch size", (1, 2, 4, 8, 16, 32))
+
+    def action_history(self) -> None:
+        runs = self.optimiser_runs()
+        if not runs:
+            self.notify("no optimiser run of this skill yet: optimise (r) first", severity="warning")
+            return
+        index = runs.index(self.run_dir) if self.run_dir in runs else 0
+        self.push_screen(HistoryScreen(runs, index))
+
+    def action_compare(self, first: Path | None = None) -> None:
+        runs = self.optimiser_runs()
+        if len(runs) < 2:
+            self.notify("comparing needs two optimiser runs of this skill; there are "
+                        f"{len(runs)}", severity="warning")
+            return
+        choices = [(str(r), r.name) for r in runs]
+
+        def second(a: Path) -> None:
+            rest = [c for c in choices if c[0] != str(a)]
+
+            def show(b: str | None) -> None:
+                if b:
+                    self.push_screen(CompareScreen(a, Path(b)))
+
+            self.push_screen(ChoiceScreen(f"Compare {a.name} (A) with run B", rest, rest[0][0]), show)
+
+        if first is not None:
+            second(first)
+        else:
+            self.push_screen(ChoiceScreen("Compare two runs: run A", choices, choices[0][0]),
+                             lambda a: second(Path(a)) if a else None)
+
+    def confirm_rollback(self, run_dir: Path, version: int, done: Callable[[], None] | None = None) -> None:
+        if self._refuse_while_running("a rollback"):
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes and self.rollback_to(run_dir, version) and done is not None:
+                done()
+
+        self.push_screen(ConfirmScreen(f"Roll {self.session.skill_path.name} back to version {version} of run "
+                                       f"{run_dir.name}?",
+                                       "Files the version lacks, and the old content of files it overwrites, "
+                                       f"are kept in {run_dir / 'set-aside'}."), answered)
+
+    def rollback_to(self, run_dir: Path, version: int) -> bool:
+        """Write version `version` of the run into the skill; refused while a run is running."""
+        from skillgrad_tui.tui.run_actions import rollback
+
+        if self._refuse_while_running("a rollback"):
+            return False
+        try:
+            done = rollback(run_dir, version, self.session.skill_path)
+        except SkillgradError as exc:
+            self.notify(str(exc), title="Rollback failed", severity="error")
+            return False
+        self._own_hash = done.hash  # our write: watch mode must not take it for an edit
+        self._own_hashes.add(done.hash)
+        self.reload_skill()
+        kept = len(done.removed) + len(done.replaced)
+        self.notify(f"restored version {version} ({done.hash[:12]})" +
+                    (f"; {kept} previous file(s) kept in {done.set_aside}" if kept else ""), title="Rolled back")
+        return True
 
     def action_zoom(self) -> None:
         if self.screen.maximized is not None:
@@ -597,10 +798,13 @@ class SkillgradApp(App[int]):
         sections = [("Main screen", _bindings(self.BINDINGS) + [Binding("ctrl+p", "", "Command palette"),
                                                                  Binding("enter", "", "Open trajectory")])]
         sections.append(("Patch review", _bindings(ReviewScreen.BINDINGS)))
+        sections.append(("History", _bindings(HistoryScreen.BINDINGS)))
         notes = ("Every action is also in the command palette (ctrl+p). Escape cancels a run between "
                  "tokens; q quits (mid-run it cancels and waits, so the skill and the run log stay "
                  "consistent and the run can be resumed). Gate 'ask' shows each patch for review; "
-                 "nothing changes on disk without a key press.")
+                 "nothing changes on disk without a key press. Model, suite, split, steps and batch size "
+                 "apply to the next run and cannot change during one. In the history (h), space marks a "
+                 "version and d diffs it against the one under the cursor; b rolls back after a yes.")
         self.push_screen(HelpScreen(sections, notes))
 
     async def action_quit(self) -> None:
@@ -640,6 +844,7 @@ class SkillgradApp(App[int]):
 
     def palette_commands(self) -> list[PaletteCommand]:
         watch = "off" if self.watcher else "on"
+        c = self.session.config
         cmds = [
             PaletteCommand("Optimise", f"Run the optimiser with gate '{self.gate}' (r)", self.action_optimize),
             PaletteCommand("Optimise, reviewing each patch", "Gate 'ask': every edit goes through the diff review",
@@ -667,7 +872,20 @@ class SkillgradApp(App[int]):
             PaletteCommand("Show candidates", "The pool, its lineage and the gate's decisions (5)",
                            lambda: self.action_show_pane("candidates")),
             PaletteCommand("Export run", "The last run as JSON, CSV and a self-contained HTML report, in its "
-                           "folder's export/", self.action_export),
+                           "folder's export/ (e)", self.action_export),
+            PaletteCommand("History of runs", "Versions' lineage, scores per step, diff and rollback (h)",
+                           self.action_history),
+            PaletteCommand("Rollback to a version", "Open the history; b rolls the skill back to the selected "
+                           "version", self.action_history),
+            PaletteCommand("Compare two runs", "Scores, steps, tokens, kept versions and the final skills' diff (c)",
+                           self.action_compare),
+            PaletteCommand("Pick model", f"Now {self.session.model_summary()} (m)", self.action_pick_model),
+            PaletteCommand("Pick suite", f"Now {self.session.suite_path} (s)", self.action_pick_suite),
+            PaletteCommand("Pick split", f"Now '{c.get('suite', 'split') or 'default'}' (S)", self.action_pick_split),
+            PaletteCommand("Set steps", f"Optimiser steps, now {c.get('optimize', 'steps')} (n)",
+                           self.action_pick_steps),
+            PaletteCommand("Set batch size", f"Tasks per step, now {c.get('optimize', 'batch_size')} (b)",
+                           self.action_pick_batch),
             PaletteCommand("Zoom pane", "Maximise or restore the focused pane (z)", self.action_zoom),
             PaletteCommand("Change theme", "Pick a Textual theme (ctrl+t)", self.action_change_theme),
             PaletteCommand("Help", "All keys (F1 or ?)", self.action_help),

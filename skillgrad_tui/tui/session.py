@@ -77,6 +77,7 @@ class Session:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _suite: Any = field(default=None, repr=False)
     _owns_backends: bool = field(default=True, repr=False)
+    _device: str | None = field(default=None, repr=False)  # "CPU" | "GPU", once probed (device())
 
     def __post_init__(self) -> None:
         self.skill_path = Path(self.skill_path).expanduser().resolve()
@@ -128,16 +129,76 @@ class Session:
             return self._backends[key]
 
     def model_summary(self) -> str:
-        """The task model and where it runs, for the app's header: "gemma3-270m · CPU" once loaded."""
+        """The task model and where it runs, for the app's header: "gemma3-270m · CPU", or
+        "qwen · server http://host:8080/v1" when an HTTP server answers."""
         url = self.config.get("server", "url")
         if url:
-            return f"{self.model or self.config.get('server', 'model') or 'server model'} @ {url}"
+            return f"{self.model or self.config.get('server', 'model') or 'server model'} · server {url}"
         name = self.model or self.config.get("model", "default")
         name = Path(name).stem if name.endswith(".gguf") else name
         with self._lock:
             loaded = list(self._backends.values())
-        device = next((getattr(getattr(b, "inner", b), "device", None) for b in loaded), None)
+        device = next((getattr(getattr(b, "inner", b), "device", None) for b in loaded), None) or self._device
         return f"{name} · {device}" if device else name
+
+    def device(self) -> str | None:
+        """Where the task model will run ("server", "GPU", "CPU"), known before the first load.
+        It probes llama.cpp (an import of a second or so): call it off the UI thread. None for an
+        injected backend factory (a test's or a benchmark's), whose device is its own business."""
+        if self.config.get("server", "url"):
+            return "server"
+        if self._device is None and self._owns_backends:
+            from skillgrad_tui.core.engine import local_device
+
+            self._device = local_device(int(self.config.get("model", "n_gpu_layers")))
+        return self._device
+
+    # -- the app's pickers: what the next run uses --------------------------------------------------
+
+    def set_model(self, name: str) -> None:
+        """Use model `name` from now on: the backends of the old one are closed (their memory is
+        freed) and the factory rebuilt. An injected factory is kept (it answers for any model);
+        only its cached backends are dropped, which their owner closes."""
+        self.model = name or None
+        self._device = None
+        self.close()
+        if self._owns_backends:
+            self.backend_factory = default_backend_factory(self.config, self.model, self.no_cache)
+
+    def set_suite(self, path: Path) -> None:
+        """Evaluate on the suite at `path` from now on (loaded again on next use). A split names
+        one of the old suite's files, so another suite starts at its default split."""
+        path = Path(path).expanduser().resolve()
+        if path != self.suite_path:
+            self.config.set("suite", "split", "")
+        self.suite_path = path
+        self._suite = None
+
+    def set_split(self, split: str) -> None:
+        """The suite's own split (a WTQ TSV name); "" for the suite's default. Checked by Config."""
+        self.config.set("suite", "split", split)
+        self._suite = None
+
+    def set_option(self, key: str, value: int) -> None:
+        """`[optimize] key = value` for the next run (steps, batch_size), checked by Config."""
+        self.config.set("optimize", key, value)
+
+    def suite_choices(self) -> list[Path]:
+        """Suites a person is likely to pick: the current one and every folder of the skill's
+        `suites/` neighbour (where the bundled suites live)."""
+        found: list[Path] = [self.suite_path] if self.suite_path is not None else []
+        bundled = self.skill_path.parent / "suites"
+        if bundled.is_dir():
+            found += sorted(p.resolve() for p in bundled.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return list(dict.fromkeys(found))
+
+    def split_choices(self) -> list[str]:
+        """The named splits of the current suite (WikiTableQuestions' data/*.tsv); [] when it has none."""
+        from skillgrad_tui.core.suites import is_wtq_root, wtq_splits
+
+        if self.suite_path is None or not self.suite_path.is_dir() or not is_wtq_root(self.suite_path):
+            return []
+        return wtq_splits(self.suite_path)
 
     def agent_settings(self) -> Any:
         from skillgrad_tui.core.agent import AgentSettings
