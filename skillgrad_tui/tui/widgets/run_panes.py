@@ -7,7 +7,7 @@ rebuilding the table (cheap enough to keep up with a scripted backend's event ra
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -19,6 +19,7 @@ from textual.widgets.data_table import RowDoesNotExist
 from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, CandidateScored, GradientComputed,
                                        MemoryUpdated, StepStarted, TaskFinished, TaskStarted)
 from skillgrad_tui.core.outcomes import group_errors
+from skillgrad_tui.core.payloads import GradientPayload, PreservationPayload
 
 
 def clip(value: Any, n: int = 40) -> str:
@@ -198,7 +199,7 @@ class GradientsPane(_LazyPane):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, GradientPayload | PreservationPayload] = {}
 
     def compose(self) -> ComposeResult:
         yield from _table_with_detail("grad", "no gradients yet", ("kind", "label", "layer", "anchor", "evidence"),
@@ -236,12 +237,18 @@ class GradientsPane(_LazyPane):
             return
         self._detail_key = (key, id(g))
         text = Text()
-        text.append(str(g.get("label") or g.get("what_helped") or ""), "bold")
-        text.append(f"  [{g.get('layer', '')} · {g.get('anchor', '')}]\n", "dim")
-        if g.get("diagnosis"):
-            text.append(str(g["diagnosis"]) + "\n")
-        if g.get("diff"):
-            text.append(str(g["diff"]) + "\n", "italic")
+        if "what_helped" in g:  # a preservation signal: what made a fail pass, and whether it holds
+            p = cast(PreservationPayload, g)
+            text.append(str(p.get("what_helped") or ""), "bold")
+            text.append(f"  [{p.get('anchor', '')}] {'robust' if p.get('robust') else 'may be luck'}\n", "dim")
+        else:  # .get throughout: a log written by an older version may lack a field
+            f = g
+            text.append(str(f.get("label") or ""), "bold")
+            text.append(f"  [{f.get('layer', '')} · {f.get('anchor', '')}]\n", "dim")
+            if f.get("diagnosis"):
+                text.append(str(f["diagnosis"]) + "\n")
+            if f.get("diff"):
+                text.append(str(f["diff"]) + "\n", "italic")
         detail.update(text)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

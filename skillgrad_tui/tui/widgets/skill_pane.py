@@ -20,8 +20,7 @@ from textual.message import Message
 from textual.widgets import Static, Tree
 
 from skillgrad_tui.core.errors import SkillgradError
-from skillgrad_tui.core.skill import SKILL_MD, TEXT_DIRS, Skill
-from skillgrad_tui.core.watcher import is_ignored_name
+from skillgrad_tui.core.skill import SKILL_MD, TEXT_DIRS, Skill, is_ignored_name
 from skillgrad_tui.tui.diffview import SYNTAX_THEME, lexer_for
 
 LAYER_STYLE = {"L1": "bold black on #d0a030", "L2": "bold black on #4aa0d0", "L3": "bold black on #70b070",
@@ -170,7 +169,7 @@ class SkillPane(Vertical):
                 parent = dirs[key]  # type: ignore[assignment]
             layer = layer_of_path(rel)
             label = Text.assemble(parts[-1], " ", (layer, "dim"))
-            parent.add_leaf(label, data=rel)  # type: ignore[attr-defined]
+            parent.add_leaf(label, data=rel)
 
     def show_file(self, rel: str) -> None:
         self.current = rel
