@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="the first N tasks of the split only")
     p.add_argument("--seed", type=int, help="seed for the split and the model (default: config, 0)")
     p.add_argument("--run-dir", type=Path, help="where trajectories and the summary go "
-                   "(default: runs/eval-<time>-<skill hash> beside the skill)")
+                   "(default: <skill parent>/.skillgrad/evals/<time>-<skill hash>)")
     p.add_argument("--predictions", type=Path, metavar="FILE", help="also write the answers as a "
                    "WikiTableQuestions predictions file (id<TAB>item...), which `skillgrad grade` reads")
     p.add_argument("--json", action="store_true", help="print one JSON object (the summary) at the end")

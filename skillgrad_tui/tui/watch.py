@@ -21,7 +21,7 @@ from skillgrad_tui.core.events import Event, null_sink
 from skillgrad_tui.core.skill import load_skill
 from skillgrad_tui.core.skill_lock import SkillLock
 from skillgrad_tui.core.watcher import SkillWatcher, folder_hash
-from skillgrad_tui.tui.session import Session, new_run_dir
+from skillgrad_tui.tui.session import Session
 
 
 def add_watch_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,7 +77,7 @@ class WatchLoop:
 
     def _optimize(self) -> None:
         skill = load_skill(self.session.skill_path)
-        run_dir = new_run_dir(self.session.skill_path, self.session.config, skill.hash)
+        run_dir = self.session.new_run_dir(skill.hash)
         kept: list[int] = []
 
         def sink(event: Event) -> None:
