@@ -16,6 +16,7 @@ import tomli_w
 
 from skillgrad_tui.core.errors import ConfigError
 from skillgrad_tui.core.gate import GATES
+from skillgrad_tui.core.runlog import RUNS_SUBDIR
 
 if TYPE_CHECKING:
     from skillgrad_tui.core.engine import Backend
@@ -91,7 +92,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "path": Key(str, "", doc="SQLite file; empty = user cache directory"),
     },
     "run": {
-        "dir": Key(str, ".skillgrad/runs", doc="run directories, relative to the skill's parent"),
+        "dir": Key(str, str(RUNS_SUBDIR), doc="run directories, relative to the skill's parent"),
         "seed": Key(int, 0),
     },
     "suite": {
