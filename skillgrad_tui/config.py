@@ -200,7 +200,8 @@ class Config:
                                 table_rows=self.get("agent", "table_rows"),
                                 temperature=float(self.get("agent", "temperature"))),
             optimize=OptimizeDefaults(
-                steps=self.explicit("optimize", "steps"), batch_size=self.get("optimize", "batch_size"),
+                steps=self.explicit("optimize", "steps"), default_steps=SCHEMA["optimize"]["steps"].default,
+                batch_size=self.get("optimize", "batch_size"),
                 gate=self.get("optimize", "gate"), momentum_decay=float(self.get("optimize", "momentum_decay")),
                 early_stop=self.get("optimize", "early_stop"), l2_max_chars=self.get("optimize", "l2_max_chars"),
                 candidates=self.get("optimize", "candidates"), gate_k=float(self.get("optimize", "gate_k")),

@@ -88,12 +88,12 @@ def test_evaluation_writes_the_run_log_and_appends_on_a_second_run(skill: Path, 
 
     bundle(skill)
     e = engine(skill)
-    done = e.evaluate(load_skill(skill), split="val", sink=null_sink)
+    done = e.run_evaluation(load_skill(skill), split="val", sink=null_sink)
     assert done.run_dir.parent == skill.parent / ".skillgrad" / "evals"
     kinds = [ev.kind for ev in replay(done.run_dir)]
     assert kinds[0] == "run_started" and kinds[-1] == "validation_scored"
     assert kinds.count("task_finished") == len(done.tasks)
-    again = e.evaluate(load_skill(skill), split="val", sink=null_sink, run_dir=done.run_dir, limit=2)
+    again = e.run_evaluation(load_skill(skill), split="val", sink=null_sink, run_dir=done.run_dir, limit=2)
     assert [ev.kind for ev in replay(again.run_dir)].count("run_started") == 2
 
 

@@ -53,7 +53,7 @@ def eval_command(args: argparse.Namespace) -> int:
 
     try:
         with progress:
-            done = engine.evaluate(skill, split=args.split, sink=sink, run_dir=args.run_dir, seed=seed,
+            done = engine.run_evaluation(skill, split=args.split, sink=sink, run_dir=args.run_dir, seed=seed,
                                    limit=args.limit, phase="eval")
         model_id = engine.backend("task").model_id
     finally:

@@ -212,7 +212,7 @@ def _optimize(args: argparse.Namespace) -> int:
     engine = Engine(skill_root, engine_settings, backends, suite_path=suite_path)
     if engine.suite_path is None:
         engine.suite()  # the one-line "no task suite" error
-    options = engine.optimize_options(args.gate, args.run_dir, args.resume, _overrides(args))
+    options = engine.optimize_options(args.gate, args.run_dir, args.resume, _overrides(args), whole_epoch=True)
     if options.gate == "ask" and args.resume is None:
         raise SkillgradError("the config sets optimize.gate = 'ask', which needs the terminal app; pass "
                              "--gate validation or --gate all to run headless", config.source)
@@ -229,7 +229,7 @@ def _optimize(args: argparse.Namespace) -> int:
     token = CancelToken()
     try:
         with _ctrl_c_cancels(token, console):
-            result = engine.optimize(options, sink=printer, cancel=token)
+            result = engine.run_optimization(options, sink=printer, cancel=token)
     finally:
         closer()
         engine.close()

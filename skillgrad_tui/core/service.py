@@ -57,6 +57,7 @@ class OptimizeDefaults:
     """The [optimize] settings; `steps` is None unless the config file sets it."""
 
     steps: int | None = None
+    default_steps: int = 10  # where a run started without a step count stops (the app, watch)
     batch_size: int = 4
     gate: str = "validation"
     momentum_decay: float = 0.8
@@ -259,7 +260,7 @@ class Engine:
 
     # -- evaluation -------------------------------------------------------------------------------
 
-    def evaluate(self, skill: Skill | None, *, split: str | None, sink: EventSink,
+    def run_evaluation(self, skill: Skill | None, *, split: str | None, sink: EventSink,
                  cancel: CancelToken | None = None, run_dir: Path | None = None, seed: int | None = None,
                  limit: int | None = None, phase: str | None = None) -> Evaluation:
         """Score `skill` (None: no skill) on a split; events go to `sink` and to the run log
@@ -292,15 +293,17 @@ class Engine:
     # -- optimisation -----------------------------------------------------------------------------
 
     def optimize_options(self, gate: str | None = None, run_dir: Path | None = None, resume: Path | None = None,
-                         overrides: Mapping[str, Any] | None = None) -> OptimizeOptions:
+                         overrides: Mapping[str, Any] | None = None, *, whole_epoch: bool = False) -> OptimizeOptions:
         """The options of a run: the settings, then `overrides` (the command line's, None = unset).
-        A new run gets its run directory here (resume keeps its own)."""
+        Without a step count anywhere, the run stops after `default_steps`, or with `whole_epoch`
+        (`skillgrad optimize`) after one pass over the training tasks. A new run gets its run
+        directory here (resume keeps its own)."""
         from skillgrad_tui.core.optimizer import OptimizeOptions
         from skillgrad_tui.core.skill import load_skill
 
         o = self.settings.optimize
         values: dict[str, Any] = dict(
-            steps=o.steps, batch_size=o.batch_size, seed=self.seed, gate=gate or o.gate,
+            steps=o.steps if o.steps is not None or whole_epoch else o.default_steps, batch_size=o.batch_size, seed=self.seed, gate=gate or o.gate,
             momentum_decay=o.momentum_decay, early_stop=o.early_stop, l2_max_chars=o.l2_max_chars,
             candidates=o.candidates, gate_k=o.gate_k, val_repeats=o.val_repeats, parent_selection=o.parent,
             git_commit=o.git_commit)
@@ -309,8 +312,8 @@ class Engine:
             run_dir = self.new_run_dir(load_skill(self.skill_path).hash)
         return OptimizeOptions(**values, run_dir=run_dir, resume=resume)
 
-    def optimize(self, options: OptimizeOptions, *, sink: EventSink, cancel: CancelToken | None = None,
-                 review: ReviewFn | None = None) -> RunResult:
+    def run_optimization(self, options: OptimizeOptions, *, sink: EventSink, cancel: CancelToken | None = None,
+                         review: ReviewFn | None = None) -> RunResult:
         """A new run (options.run_dir), or the continuation of options.resume, whose own options
         (gate included) then apply."""
         from skillgrad_tui.core.optimizer import optimize

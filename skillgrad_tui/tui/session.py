@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from skillgrad_tui.config import SCHEMA, Config, backend_factory, load_config
+from skillgrad_tui.config import Config, backend_factory, load_config
 from skillgrad_tui.core.engine import CancelToken
 from skillgrad_tui.core.errors import Cancelled
 from skillgrad_tui.core.events import EventSink
@@ -73,14 +73,7 @@ class Session(Engine):
     def evaluate(self, skill: Any, run_dir: Path | None = None, *, sink: EventSink,
                  cancel: CancelToken | None = None, split: str | None = "val", **more: Any) -> Any:
         """Score `skill` on a seeded split; the result (an EvalResult) as the app reads it."""
-        return super().evaluate(skill, split=split, sink=sink, cancel=cancel, run_dir=run_dir, **more).result
-
-    def optimize_options(self, gate: str | None = None, run_dir: Path | None = None,
-                         resume: Path | None = None, overrides: Any = None) -> Any:
-        # The app has no --steps: without [optimize] steps in the file, a run stops after the
-        # schema's default number of steps rather than a whole epoch.
-        steps = {"steps": SCHEMA["optimize"]["steps"].default} if self.settings.optimize.steps is None else {}
-        return super().optimize_options(gate, run_dir, resume, {**steps, **(overrides or {})})
+        return self.run_evaluation(skill, split=split, sink=sink, cancel=cancel, run_dir=run_dir, **more).result
 
     def optimize(self, gate: Any, run_dir: Path | None = None, *, sink: EventSink,
                  cancel: CancelToken | None = None, review: Callable[[Any], Any] | None = None,
@@ -91,7 +84,7 @@ class Session(Engine):
         from skillgrad_tui.core.optimizer import OptimizeOptions
 
         options = gate if isinstance(gate, OptimizeOptions) else self.optimize_options(gate, run_dir, resume)
-        return super().optimize(options, sink=sink, cancel=cancel, review=review)
+        return self.run_optimization(options, sink=sink, cancel=cancel, review=review)
 
 
 class ReviewBridge:
