@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "else the suite bundled beside the skill)")
     p.add_argument("--watch", action="store_true", help="start with watch mode on")
 
-    from skillgrad_tui.tui.watch import add_watch_arguments
+    from skillgrad_tui.commands.watch_cmd import add_watch_arguments
 
     p = sub.add_parser("watch", help="re-evaluate a skill whenever its files change")
     _common(p)
@@ -236,7 +236,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 @command("watch")
 def cmd_watch(args: argparse.Namespace) -> int:
-    from skillgrad_tui.tui.watch import watch_command
+    from skillgrad_tui.commands.watch_cmd import watch_command
 
     return watch_command(args)
 
