@@ -153,3 +153,19 @@ def test_session_is_the_engine_with_the_app_names(skill: Path) -> None:
     assert session.optimize_options("validation", None).steps == 10  # the app has no --steps flag
     summary = json.dumps(session.model_summary())
     assert "gemma3-270m" in summary
+
+
+def test_eval_without_a_skill_writes_beside_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from skillgrad_tui.cli import main
+    from skillgrad_tui.core.engine import scripted_backend
+    from skillgrad_tui.tui.scripted import respond
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("skillgrad_tui.core.llm.factory.make_backend", lambda settings: scripted_backend(respond))
+    suite = REPO / "skills" / "suites" / "table-qa"
+    assert main(["eval", "none", "--suite", str(suite), "--split", "val", "--limit", "2", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    run_dir = Path(summary["run_dir"])
+    assert run_dir.parent == tmp_path.resolve() / ".skillgrad" / "evals" and run_dir.name.endswith("-none")
+    assert summary["skill"] is None and summary["n"] == 2 and summary["split"] == "val"

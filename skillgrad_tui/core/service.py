@@ -274,7 +274,7 @@ class Engine:
         suite, tasks = self.select(split, seed=seed, limit=limit)
         name = split or suite.source_split or "all"
         skill_hash = skill.hash if skill is not None else ""
-        run_dir = run_dir if run_dir is not None else self.eval_run_dir(skill_hash or "noskill")
+        run_dir = run_dir if run_dir is not None else self.eval_run_dir(skill_hash or "none")
         agent = Agent(self.backend("task"), self.agent_settings())
         # An evaluation may be repeated into the same --run-dir: its events are appended.
         with RunLog(run_dir, create=not (Path(run_dir) / EVENTS).exists()) as log:
