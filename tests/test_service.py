@@ -125,7 +125,7 @@ def test_one_reading_of_a_review_decision(skill: Path) -> None:
 
 
 def test_which_model_each_role_gets(monkeypatch: pytest.MonkeyPatch) -> None:
-    built: list[tuple[str, Any]] = []
+    built: list[str] = []
     monkeypatch.setattr("skillgrad_tui.core.engine.backend_identity", lambda s: s.local.model)
 
     def make(settings: Any) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skillgrad_tui.config import Config, backend_factory, load_config
 from skillgrad_tui.core.engine import CancelToken
@@ -19,6 +19,11 @@ from skillgrad_tui.core.events import EventSink
 from skillgrad_tui.core.runlog import runs_root as _runs_root
 from skillgrad_tui.core.runlog import unique_run_dir
 from skillgrad_tui.core.service import BackendFactory, Engine, resolve_suite_path, reviewed_hash
+
+if TYPE_CHECKING:
+    from skillgrad_tui.core.evaluate import EvalResult
+    from skillgrad_tui.core.optimizer import OptimizeOptions, ReviewFn, RunResult
+    from skillgrad_tui.core.skill import Skill
 
 __all__ = ["BackendFactory", "ReviewBridge", "Session", "default_backend_factory", "default_suite_path",
            "expected_hash", "new_run_dir", "runs_root"]
@@ -70,14 +75,14 @@ class Session(Engine):
     def model_summary(self, model: str | None = None) -> str:
         return super().model_summary(model or self.model)
 
-    def evaluate(self, skill: Any, run_dir: Path | None = None, *, sink: EventSink,
-                 cancel: CancelToken | None = None, split: str | None = "val", **more: Any) -> Any:
+    def evaluate(self, skill: Skill | None, run_dir: Path | None = None, *, sink: EventSink,
+                 cancel: CancelToken | None = None, split: str | None = "val", **more: Any) -> EvalResult:
         """Score `skill` on a seeded split; the result (an EvalResult) as the app reads it."""
         return self.run_evaluation(skill, split=split, sink=sink, cancel=cancel, run_dir=run_dir, **more).result
 
-    def optimize(self, gate: Any, run_dir: Path | None = None, *, sink: EventSink,
-                 cancel: CancelToken | None = None, review: Callable[[Any], Any] | None = None,
-                 resume: Path | None = None) -> Any:
+    def optimize(self, gate: str | OptimizeOptions | None, run_dir: Path | None = None, *, sink: EventSink,
+                 cancel: CancelToken | None = None, review: ReviewFn | None = None,
+                 resume: Path | None = None) -> RunResult:
         """A new run in run_dir (default: a fresh one), or (resume=...) the continuation of a
         stopped one, whose own options (gate included) then apply. `gate` may also be ready
         OptimizeOptions."""
