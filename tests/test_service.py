@@ -169,3 +169,19 @@ def test_eval_without_a_skill_writes_beside_the_working_directory(tmp_path: Path
     run_dir = Path(summary["run_dir"])
     assert run_dir.parent == tmp_path.resolve() / ".skillgrad" / "evals" and run_dir.name.endswith("-none")
     assert summary["skill"] is None and summary["n"] == 2 and summary["split"] == "val"
+
+
+def test_the_gate_names_come_from_one_place() -> None:
+    import argparse
+
+    from skillgrad_tui.cli import build_parser
+    from skillgrad_tui.config import SCHEMA
+    from skillgrad_tui.core.gate import GATES
+    from skillgrad_tui.tui.app import GATES as APP_CYCLE
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    gate = next(a for a in sub.choices["optimize"]._actions if a.dest == "gate")
+    assert tuple(gate.choices or ()) == GATES
+    check = SCHEMA["optimize"]["gate"].check
+    assert check is not None and all(check(g) is None for g in GATES) and check("sometimes")
+    assert sorted(APP_CYCLE) == sorted(GATES) and APP_CYCLE[0] == "ask"
