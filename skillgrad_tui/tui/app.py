@@ -35,6 +35,7 @@ from textual.widgets import DataTable, Header, TabbedContent, TabPane, Tree
 from skillgrad_tui.config import Config, load_config
 from skillgrad_tui.core.engine import Backend, CancelToken
 from skillgrad_tui.core.errors import Cancelled, SkillgradError
+from skillgrad_tui.core.gate import GATES as ENGINE_GATES
 from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, CandidateScored, Event,
                                        GradientComputed, MemoryUpdated, PatchDecided, RunFinished, StepAccount,
                                        StepFinished, StepStarted, TaskFinished, TaskStarted, VersionSaved,
@@ -54,7 +55,7 @@ from skillgrad_tui.tui.widgets.progress import ProgressPane
 from skillgrad_tui.tui.widgets.run_panes import CandidatesPane, GradientsPane, MemoryPane, TrajectoriesPane
 from skillgrad_tui.tui.widgets.skill_pane import SkillPane
 
-GATES = ("ask", "validation", "all")
+GATES = ("ask", *(g for g in ENGINE_GATES if g != "ask"))  # the names are core's; the cycle starts at "ask"
 
 
 class ReviewRequested(Message):
