@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="the first N tasks of the split only")
     p.add_argument("--seed", type=int, help="seed for the split and the model (default: config, 0)")
     p.add_argument("--run-dir", type=Path, help="where trajectories and the summary go "
-                   "(default: runs/eval-<time>-<skill hash> beside the skill)")
+                   "(default: <skill parent>/.skillgrad/evals/<time>-<skill hash>)")
     p.add_argument("--predictions", type=Path, metavar="FILE", help="also write the answers as a "
                    "WikiTableQuestions predictions file (id<TAB>item...), which `skillgrad grade` reads")
     p.add_argument("--json", action="store_true", help="print one JSON object (the summary) at the end")
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "else the suite bundled beside the skill)")
     p.add_argument("--watch", action="store_true", help="start with watch mode on")
 
-    from skillgrad_tui.tui.watch import add_watch_arguments
+    from skillgrad_tui.commands.watch_cmd import add_watch_arguments
 
     p = sub.add_parser("watch", help="re-evaluate a skill whenever its files change")
     _common(p)
@@ -236,7 +236,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 @command("watch")
 def cmd_watch(args: argparse.Namespace) -> int:
-    from skillgrad_tui.tui.watch import watch_command
+    from skillgrad_tui.commands.watch_cmd import watch_command
 
     return watch_command(args)
 

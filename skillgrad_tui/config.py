@@ -15,9 +15,13 @@ import platformdirs
 import tomli_w
 
 from skillgrad_tui.core.errors import ConfigError
+from skillgrad_tui.core.gate import GATES
+from skillgrad_tui.core.runlog import RUNS_SUBDIR
 
 if TYPE_CHECKING:
+    from skillgrad_tui.core.engine import Backend
     from skillgrad_tui.core.llm.settings import BackendSettings
+    from skillgrad_tui.core.service import BackendFactory, EngineSettings
 
 CONFIG_NAME = "skillgrad.toml"
 # Set by the command line for this invocation (cli.main): flags every command shares, such as --n-ctx.
@@ -88,7 +92,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "path": Key(str, "", doc="SQLite file; empty = user cache directory"),
     },
     "run": {
-        "dir": Key(str, ".skillgrad/runs", doc="run directories, relative to the skill's parent"),
+        "dir": Key(str, str(RUNS_SUBDIR), doc="run directories, relative to the skill's parent"),
         "seed": Key(int, 0),
     },
     "suite": {
@@ -105,7 +109,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "optimize": {
         "batch_size": Key(int, 4, _at_least(1)),
         "steps": Key(int, 10, _at_least(1)),
-        "gate": Key(str, "validation", _one_of("validation", "all", "ask")),
+        "gate": Key(str, "validation", _one_of(*GATES)),
         "momentum_decay": Key((int, float), 0.8, _between(0.0, 1.0)),
         "early_stop": Key(int, 4, _at_least(1)),
         "l2_max_chars": Key(int, 6000, _at_least(200)),
@@ -178,6 +182,60 @@ class Config:
         cache_path = self.get("cache", "path")
         return BackendSettings(local=local, server=server, cache=use_cache and bool(self.get("cache", "enabled")),
                                cache_path=self.resolve_path(cache_path) if cache_path else None)
+
+
+    def explicit(self, section: str, key: str) -> Any:
+        """A value the file sets, else None (so that a schema default does not override a caller's)."""
+        return self.values.get(section, {}).get(key)
+
+    def engine_settings(self) -> EngineSettings:
+        """The typed settings the engine API (core/service.py) takes; core never reads this file."""
+        from skillgrad_tui.core.service import AgentDefaults, EngineSettings, ModelFacts, OptimizeDefaults
+
+        suite = self.get("suite", "path")
+        return EngineSettings(
+            seed=self.get("run", "seed"), runs_dir=self.get("run", "dir"),
+            suite_path=self.resolve_path(suite) if suite else None, suite_split=self.get("suite", "split") or None,
+            agent=AgentDefaults(mode=self.get("agent", "mode"), max_tokens=self.get("agent", "max_tokens"),
+                                table_rows=self.get("agent", "table_rows"),
+                                temperature=float(self.get("agent", "temperature"))),
+            optimize=OptimizeDefaults(
+                steps=self.explicit("optimize", "steps"), default_steps=SCHEMA["optimize"]["steps"].default,
+                batch_size=self.get("optimize", "batch_size"),
+                gate=self.get("optimize", "gate"), momentum_decay=float(self.get("optimize", "momentum_decay")),
+                early_stop=self.get("optimize", "early_stop"), l2_max_chars=self.get("optimize", "l2_max_chars"),
+                candidates=self.get("optimize", "candidates"), gate_k=float(self.get("optimize", "gate_k")),
+                val_repeats=self.get("optimize", "val_repeats"), parent=self.get("optimize", "parent"),
+                git_commit=bool(self.get("optimize", "git_commit"))),
+            models=ModelFacts(default=self.get("model", "default"), server_url=self.get("server", "url"),
+                              server_model=self.get("server", "model")))
+
+
+def backend_factory(config: Config, model: str | None = None, no_cache: bool = False, *,
+                    optimizer_model: str | None = None,
+                    make: Callable[[BackendSettings], Backend] | None = None) -> BackendFactory:
+    """The real backends for the engine, by role: `--model` for the task; for the optimiser
+    `--optimizer-model`, else `[model] optimizer`, else the task's model. Roles that resolve to
+    the same model share one instance (the factory's `key`), so one loaded model serves both.
+    `make` builds a backend from its settings (default core.engine.make_backend)."""
+
+    def spec(role: str) -> str | None:
+        if role == "optimizer":
+            return optimizer_model or (None if config.get("model", "optimizer") else model)
+        return model
+
+    def factory(role: str) -> Backend:
+        from skillgrad_tui.core.engine import make_backend
+
+        return (make or make_backend)(config.backend_settings(spec(role), role=role, use_cache=not no_cache))
+
+    def key(role: str) -> str:
+        from skillgrad_tui.core.engine import backend_identity
+
+        return backend_identity(config.backend_settings(spec(role), role=role))
+
+    factory.key = key  # type: ignore[attr-defined]
+    return factory
 
 
 def user_config_path() -> Path:

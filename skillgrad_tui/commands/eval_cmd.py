@@ -1,32 +1,27 @@
-"""`skillgrad eval SKILL --suite DIR`: the forward pass and loss, headless."""
+"""`skillgrad eval SKILL [--suite DIR]`: the forward pass and loss, headless.
+
+The engine (core/service.py) resolves the suite, the split and the run directory (evals/ beside
+the runs folder) and writes the run log; this command shows progress and the summary."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from skillgrad_tui.core.errors import SkillgradError
 
 
-def resolve_run_root(skill_root: Path | None, configured: str) -> Path:
-    base = skill_root.resolve().parent if skill_root is not None else Path.cwd()
-    return (base / configured).resolve()
-
-
 def eval_command(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from skillgrad_tui.config import load_config
-    from skillgrad_tui.core.agent import Agent, AgentSettings
-    from skillgrad_tui.core.evaluate import evaluate
-    from skillgrad_tui.core.events import Event, TaskFinished
-    from skillgrad_tui.core.engine import describe_model, make_backend
+    from skillgrad_tui.config import backend_factory, load_config
+    from skillgrad_tui.core.engine import describe_model
+    from skillgrad_tui.core.events import Event, RunStarted, TaskFinished
+    from skillgrad_tui.core.service import Engine
     from skillgrad_tui.core.skill import load_skill
-    from skillgrad_tui.core.suites.selection import default_suite_path, select_tasks
 
     skill_root = None if str(args.skill) == "none" else Path(args.skill)
     config = load_config(skill_root, args.config)
@@ -35,48 +30,35 @@ def eval_command(args: argparse.Namespace) -> int:
         # Read-only: an interrupted write is reported (with the command that finishes it), never
         # applied behind the user's back, and nothing is created beside a skill that does not load.
         skill = load_skill(skill_root)
-    configured = config.get("suite", "path")
-    suite_path = args.suite or default_suite_path(skill_root, config.resolve_path(configured) if configured else None)
-    if suite_path is None:
-        raise SkillgradError("no task suite: pass --suite DIR or set [suite] path in skillgrad.toml")
-    seed = args.seed if args.seed is not None else config.get("run", "seed")
-    split = args.split or config.get("suite", "split") or None
-    suite, tasks = select_tasks(Path(suite_path), split, seed=seed, limit=args.limit)
-
-    run_dir = args.run_dir or resolve_run_root(skill_root, config.get("run", "dir")) / (
-        time.strftime("eval-%Y%m%d-%H%M%S-") + (skill.short_hash[:6] if skill else "noskill"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    events = (run_dir / "events.jsonl").open("a", encoding="utf-8")
+    engine = Engine(skill_root, config.engine_settings(), backend_factory(config, args.model, args.no_cache),
+                    suite_path=args.suite)
+    seed = args.seed if args.seed is not None else engine.seed
 
     err = Console(stderr=True)
-    settings = config.backend_settings(args.model, use_cache=not args.no_cache)
-    model = describe_model(settings)
-    backend = make_backend(settings)
-    agent = Agent(backend, AgentSettings(mode=config.get("agent", "mode"),
-                                         max_tokens=config.get("agent", "max_tokens"),
-                                         table_rows=config.get("agent", "table_rows"),
-                                         temperature=float(config.get("agent", "temperature"))))
+    model = describe_model(config.backend_settings(args.model, use_cache=not args.no_cache))
     progress = Progress(TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[acc]}"), TimeRemainingColumn(), console=err,
                         transient=True, disable=args.json and not err.is_terminal)
-    bar = progress.add_task("eval", total=len(tasks), acc="")
+    bar = progress.add_task("eval", total=None, acc="")
     passed = 0
 
     def sink(event: Event) -> None:
         nonlocal passed
-        events.write(json.dumps(event.to_dict(), ensure_ascii=False, default=str) + "\n")
-        if isinstance(event, TaskFinished):
+        if isinstance(event, RunStarted):  # the engine has selected the tasks
+            progress.update(bar, total=event.settings["n"])
+        elif isinstance(event, TaskFinished):
             passed += event.passed
             done = int(progress.tasks[0].completed) + 1
             progress.update(bar, advance=1, acc=f"acc {passed / done:.2f}")
 
     try:
         with progress:
-            result = evaluate(agent, skill, tasks, seed=seed, phase="eval", sink=sink,
-                              traj_dir=run_dir / "trajectories")
+            done = engine.run_evaluation(skill, split=args.split, sink=sink, run_dir=args.run_dir, seed=seed,
+                                   limit=args.limit, phase="eval")
+        model_id = engine.backend("task").model_id
     finally:
-        events.close()
-        backend.close()
+        engine.close()
+    result, tasks, run_dir, traj_dir = done.result, done.tasks, done.run_dir, done.run_dir / "trajectories"
 
     counts = result.outcomes
     cached = sum(1 for t in result.trajectories if t.from_cache)
@@ -84,9 +66,9 @@ def eval_command(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {
         "skill": str(skill_root) if skill_root else None,
         "skill_hash": skill.hash if skill else None,
-        "suite": str(suite_path), "split": split or suite.source_split or "all",
+        "suite": str(engine.suite_path), "split": done.split,
         "model": model["name"], "model_path": model["path"], "server": model["server"],
-        "model_id": backend.model_id, "seed": seed,
+        "model_id": model_id, "seed": seed,
         "accuracy": result.accuracy, "passed": result.passed, "n": result.n,
         "failed": counts.failed, "errored": counts.errored, "errors": counts.to_dict()["errors"],
         "from_cache": cached,
@@ -111,7 +93,7 @@ def eval_command(args: argparse.Namespace) -> int:
         print(f"model {model['name']}" + (f" on {model['server']}" if model["server"] else "")
               + f"  tokens {result.prompt_tokens} prompt + {result.completion_tokens} completion  "
               f"time {result.seconds:.1f}s  ({rate})")
-        print(f"trajectories: {run_dir / 'trajectories'}")
+        print(f"trajectories: {traj_dir}")
         if args.predictions is not None:
             print(f"predictions (WikiTableQuestions format): {args.predictions}")
         if summary["sandbox"]:

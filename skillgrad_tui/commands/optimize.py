@@ -18,11 +18,12 @@ from typing import Any
 
 from rich.console import Console
 
-from skillgrad_tui.config import SCHEMA, Config, load_config
-from skillgrad_tui.core.engine import Backend, CancelToken, make_backend
+from skillgrad_tui.config import load_config
+from skillgrad_tui.core.engine import CancelToken, make_backend
+from skillgrad_tui.core.gate import GATES
 from skillgrad_tui.core.errors import SkillgradError
 from skillgrad_tui.core.events import Event, Warning_
-from skillgrad_tui.core.runlog import (RunError, find_runs, list_versions, new_run_id, replay, restore_version,
+from skillgrad_tui.core.runlog import (RUNS_SUBDIR, RunError, find_runs, list_versions, replay, restore_version,
                                        run_skill_path)
 
 Handler = Callable[[argparse.Namespace], int]
@@ -47,7 +48,8 @@ def add_parsers(sub: Any, common: AddArgs, model_opts: AddArgs) -> None:
     common(p)
     model_opts(p)
     p.add_argument("skill", type=Path, nargs="?", help="skill folder (optional with --resume)")
-    p.add_argument("--suite", type=Path, help="task suite (default: [suite] path in skillgrad.toml)")
+    p.add_argument("--suite", type=Path, help="task suite (default: [suite] path, else the suite bundled "
+                   "beside the skill)")
     p.add_argument("--split", help="the suite's own split to load (WTQ: TSV name; JSONL: 'split' field)")
     p.add_argument("--train-split", default="train", help="seeded split to train on (train/val/test/all)")
     p.add_argument("--val-split", default="val", help="seeded split the gate scores on")
@@ -62,7 +64,7 @@ def add_parsers(sub: Any, common: AddArgs, model_opts: AddArgs) -> None:
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="stop once the run has taken this many seconds in all (with --resume: the earlier "
                         "sessions' time counts too, so give the new total)")
-    p.add_argument("--gate", choices=("validation", "all", "ask"),
+    p.add_argument("--gate", choices=GATES,
                    help="keep a candidate whose validation gain is above noise (default), keep the best on the "
                         "minibatch, or ask (TUI only)")
     p.add_argument("--candidates", type=int, help="candidate skills proposed per step (default: config, 3)")
@@ -113,7 +115,7 @@ def _fail(exc: SkillgradError) -> int:
 def _resolve_run(raw: Path) -> Path:
     if raw.is_dir():
         return raw.resolve()
-    candidate = Path.cwd() / ".skillgrad" / "runs" / raw
+    candidate = Path.cwd() / RUNS_SUBDIR / raw
     if candidate.is_dir():
         return candidate.resolve()
     raise RunError("no such run directory", raw)
@@ -141,40 +143,15 @@ def _suite_path(settings: dict[str, Any]) -> Path | None:
     return root_p
 
 
-def _explicit(config: Config, section: str, key: str) -> Any:
-    """A value the config file sets, else None (so a schema default does not override ours)."""
-    return config.values.get(section, {}).get(key)
-
-
-def _options(args: argparse.Namespace, config: Config, skill_root: Path) -> Any:
-    from skillgrad_tui.core.optimizer import OptimizeOptions
-
-    run_dir = args.run_dir
-    runs = config.get("run", "dir")
-    if run_dir is None and args.resume is None and runs != SCHEMA["run"]["dir"].default:
-        from skillgrad_tui.core.skill import load_skill
-
-        run_dir = skill_root.resolve().parent / runs / new_run_id(load_skill(skill_root).hash)
-    return OptimizeOptions(
-        train_split=args.train_split, val_split=args.val_split,
-        steps=args.steps if args.steps is not None else _explicit(config, "optimize", "steps"),
-        epochs=args.epochs,
-        batch_size=args.batch_size if args.batch_size is not None else config.get("optimize", "batch_size"),
-        seed=args.seed if args.seed is not None else config.get("run", "seed"),
-        gate=args.gate or config.get("optimize", "gate"),
-        momentum=not args.no_momentum, contrastive=not args.no_contrastive,
-        failures_only=not args.plain_batches,
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line's options for the run (None = not given: the config's value applies)."""
+    return dict(
+        train_split=args.train_split, val_split=args.val_split, steps=args.steps, epochs=args.epochs,
+        batch_size=args.batch_size, seed=args.seed, candidates=args.candidates, gate_k=args.gate_k,
+        val_repeats=args.val_repeats, parent_selection=args.parent,
+        momentum=not args.no_momentum, contrastive=not args.no_contrastive, failures_only=not args.plain_batches,
         token_budget=args.token_budget, time_budget_s=args.time_budget,
-        early_stop=config.get("optimize", "early_stop"),
-        momentum_decay=float(config.get("optimize", "momentum_decay")),
-        l2_max_chars=config.get("optimize", "l2_max_chars"),
-        candidates=args.candidates if args.candidates is not None else config.get("optimize", "candidates"),
-        gate_k=float(args.gate_k if args.gate_k is not None else config.get("optimize", "gate_k")),
-        val_repeats=args.val_repeats if args.val_repeats is not None else config.get("optimize", "val_repeats"),
-        parent_selection=args.parent or config.get("optimize", "parent"),
-        run_dir=run_dir, resume=args.resume,
-        git_commit=bool(getattr(args, "git_commit", False) or config.get("optimize", "git_commit")),
-    )
+        git_commit=True if getattr(args, "git_commit", False) else None)
 
 
 @contextmanager
@@ -205,10 +182,11 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
 
 def _optimize(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from skillgrad_tui.commands.printer import EventPrinter, versions_table
-    from skillgrad_tui.core.agent import AgentSettings
-    from skillgrad_tui.core.optimizer import optimize
-    from skillgrad_tui.core.suites import load_suite
+    from skillgrad_tui.config import backend_factory
+    from skillgrad_tui.core.service import Engine
 
     if args.gate == "ask":
         raise SkillgradError("--gate ask needs a person to review each edit: run it in the terminal app "
@@ -216,7 +194,7 @@ def _optimize(args: argparse.Namespace) -> int:
     skill_root: Path | None = args.skill
     suite_path: Path | None = args.suite
     split: str | None = args.split
-    if args.resume is not None:
+    if args.resume is not None:  # the run's own skill, suite and split, unless given again
         args.resume = _resolve_run(args.resume)
         settings = _run_settings(args.resume)
         skill_root = skill_root or run_skill_path(args.resume)
@@ -225,27 +203,19 @@ def _optimize(args: argparse.Namespace) -> int:
     if skill_root is None:
         raise SkillgradError("give the skill folder to optimise (or --resume RUN)")
     config = load_config(skill_root, args.config)
-    if suite_path is None:  # the same lookup as eval, watch and the app: config, then the bundled suite
-        from skillgrad_tui.core.suites.selection import default_suite_path
-
-        raw = config.get("suite", "path")
-        suite_path = default_suite_path(skill_root, config.resolve_path(raw) if raw else None)
-        if suite_path is None:
-            raise SkillgradError("no task suite: pass --suite DIR or set [suite] path in skillgrad.toml")
-        split = split if split is not None else (config.get("suite", "split") or None)
-    options = _options(args, config, skill_root)
+    engine_settings = config.engine_settings()
+    if split is not None or args.resume is not None:
+        engine_settings = replace(engine_settings, suite_split=split)
+    # Looked up at call time, so that tests can put a scripted model in place of make_backend.
+    backends = backend_factory(config, args.model, args.no_cache, optimizer_model=args.optimizer_model,
+                               make=lambda settings: make_backend(settings))
+    engine = Engine(skill_root, engine_settings, backends, suite_path=suite_path)
+    if engine.suite_path is None:
+        engine.suite()  # the one-line "no task suite" error
+    options = engine.optimize_options(args.gate, args.run_dir, args.resume, _overrides(args), whole_epoch=True)
     if options.gate == "ask" and args.resume is None:
         raise SkillgradError("the config sets optimize.gate = 'ask', which needs the terminal app; pass "
                              "--gate validation or --gate all to run headless", config.source)
-    suite = load_suite(suite_path, split)
-    agent = AgentSettings(mode=config.get("agent", "mode"), max_tokens=config.get("agent", "max_tokens"),
-                          table_rows=config.get("agent", "table_rows"),
-                          temperature=float(config.get("agent", "temperature")))
-    use_cache = not args.no_cache
-    task_backend = make_backend(config.backend_settings(args.model, role="task", use_cache=use_cache))
-    opt_backend: Backend = task_backend  # one loaded model serves both roles unless asked otherwise
-    if args.optimizer_model or config.get("model", "optimizer"):
-        opt_backend = make_backend(config.backend_settings(args.optimizer_model, role="optimizer", use_cache=use_cache))
     console = Console(stderr=args.json)
     printer: Callable[[Event], None]
     if args.json:
@@ -259,13 +229,10 @@ def _optimize(args: argparse.Namespace) -> int:
     token = CancelToken()
     try:
         with _ctrl_c_cancels(token, console):
-            result = optimize(skill_root, suite, task_backend, opt_backend, options, agent_settings=agent,
-                              sink=printer, cancel=token)
+            result = engine.run_optimization(options, sink=printer, cancel=token)
     finally:
         closer()
-        task_backend.close()
-        if opt_backend is not task_backend:
-            opt_backend.close()
+        engine.close()
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:

@@ -25,6 +25,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 DEFAULT_K = 1.0
+# The gates a run can use, defined here only (config, CLI choices, optimiser and app read this):
+# "validation" keeps a candidate whose paired gain is above noise, "all" the best on the
+# minibatch, "ask" what a person accepts in the review.
+GATES = ("validation", "all", "ask")
 TIE_EPS = 1e-12
 
 # Decision keys (also the rejection reasons counted in a step's account).

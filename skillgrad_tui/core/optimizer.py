@@ -48,7 +48,7 @@ from skillgrad_tui.core.events import (CandidateDecided, CandidateProposed, Cand
                                        ValidationScored, VersionSaved, Warning_, null_sink)
 from skillgrad_tui.core.failures import classify, failure_class
 from skillgrad_tui.core.format_repair import REPAIR_ORIGIN, repair_edits
-from skillgrad_tui.core.gate import DEFAULT_K, GateDecision, paired_gate
+from skillgrad_tui.core.gate import DEFAULT_K, GATES, GateDecision, paired_gate
 from skillgrad_tui.core.gradient import ContrastiveDiagnoser, FailureDiagnoser, PreservationSignal, TextGradient
 from skillgrad_tui.core.llm.base import Backend, CancelToken, Completion, CompletionRequest, WrappedBackend
 from skillgrad_tui.core.momentum import MomentumMemory
@@ -58,7 +58,7 @@ from skillgrad_tui.core.pool import (MINIBATCH_NOT_IMPROVED, NOT_CHOSEN, NOT_REB
                                      step_sentence)
 from skillgrad_tui.core.records import Task, Trajectory
 from skillgrad_tui.core.run_state import CandidateRecord, EditRecord, PendingStep, RunState, kept_version
-from skillgrad_tui.core.runlog import RunError, RunLog, VersionRecord, default_runs_root, new_run_id
+from skillgrad_tui.core.runlog import RunError, RunLog, VersionRecord, default_runs_root, unique_run_dir
 from skillgrad_tui.core.skill import (SKILL_MD, Edit, Patch, Skill, SkillChanged, apply_edits_in_memory, apply_patch,
                                      load_skill, recover, snapshot)
 from skillgrad_tui.core.skill import warning_summary
@@ -68,7 +68,6 @@ from skillgrad_tui.core.suites import Suite
 from skillgrad_tui.core.suites.splits import select_split, split_tasks
 from skillgrad_tui.core.textsim import numbers_in
 
-GATES = ("validation", "all", "ask")
 PARENT_SELECTIONS = ("current", "pareto")
 STATE_FORMAT = 2  # 2: candidate pools, per-task validation scores, accounts
 SCORE_EPS = 1e-9
@@ -145,6 +144,37 @@ class ReviewDecision:
 
 
 ReviewFn = Callable[[ReviewRequest], ReviewDecision]  # called from the worker thread; may block
+
+
+@dataclass
+class DecidedEdits:
+    """What a review decision amounts to: the edits to apply, in index order, and what was dropped."""
+
+    edits: list[Edit]
+    used: list[int]  # indices of the applied edits
+    dropped: list[tuple[int, str]]  # (index, why): accepted edits that no longer apply on the others
+
+
+def decided_edits(request: ReviewRequest, decision: ReviewDecision) -> DecidedEdits:
+    """The one reading of a person's decision (the optimiser applies it, the app predicts the
+    hash it leads to): accepted edits in index order, each with the person's replacement text; an
+    edit that no longer applies on top of those before it (it relied on a rejected one) is dropped."""
+    items = {item.index: item for item in request.items}
+    accepted = sorted({int(i) for i in decision.accepted if int(i) in items})
+    replaced = {int(i): text for i, text in decision.replaced.items()}  # keys may come from JSON
+    out = DecidedEdits([], [], [])
+    for i in accepted:
+        e = items[i].edit
+        if i in replaced:
+            e = Edit(e.layer, e.path, e.old, replaced[i])
+        try:
+            apply_edits_in_memory(request.skill, out.edits + [e])
+        except SkillgradError as exc:
+            out.dropped.append((i, str(exc)))
+            continue
+        out.edits.append(e)
+        out.used.append(i)
+    return out
 
 
 @dataclass
@@ -410,11 +440,7 @@ class _Run:
         skill = load_skill(self.skill_root)
         run_dir = o.run_dir
         if run_dir is None:
-            base = default_runs_root(self.skill_root)
-            run_id = new_run_id(skill.hash)
-            run_dir, k = base / run_id, 2
-            while run_dir.exists():
-                run_dir, k = base / f"{run_id}-{k}", k + 1
+            run_dir = unique_run_dir(default_runs_root(self.skill_root), skill.hash)
         self.log = RunLog(run_dir, create=True)
         if self.lock is not None:
             self.lock.set_run_id(self.log.run_dir.name)
@@ -968,22 +994,10 @@ class _Run:
         assert self.log is not None and self.review is not None
         request = ReviewRequest(k, parent, [ReviewItem(i, pe.edit, pe.pattern_label, list(pe.gradients),
                                                        list(pe.tasks), pe.rationale) for i, pe in enumerate(items)])
-        decision = self.review(request)
-        accepted = sorted({i for i in decision.accepted if 0 <= i < len(items)})
-        replaced = {int(i): t for i, t in decision.replaced.items() if int(i) in accepted}
-        edits: list[Edit] = []
-        used: list[int] = []
-        for i in accepted:
-            e = items[i].edit
-            if i in replaced:
-                e = Edit(e.layer, e.path, e.old, replaced[i])
-            try:
-                apply_edits_in_memory(parent, edits + [e])
-            except SkillgradError as exc:  # e.g. it relied on an edit the person rejected
-                self.emit(Warning_(message=f"edit {i} dropped: {exc}", step=k))
-                continue
-            edits.append(e)
-            used.append(i)
+        decided = decided_edits(request, self.review(request))
+        for i, why in decided.dropped:  # e.g. it relied on an edit the person rejected
+            self.emit(Warning_(message=f"edit {i} dropped: {why}", step=k))
+        edits, used = decided.edits, decided.used
         if not edits:
             return None, [], used
         files = dict(self.log.version_files(parent_version))

@@ -40,7 +40,11 @@ try:
 except ImportError:  # pragma: no cover - not on Linux/macOS
     fcntl = None  # type: ignore[assignment]
 
+# Where runs live and how they are named are defined here only: optimiser runs in
+# <skill parent>/<[run] dir> (default .skillgrad/runs), evaluations in "evals" beside that folder,
+# so that an evaluation never looks like a resumable optimiser run.
 RUNS_SUBDIR = Path(".skillgrad") / "runs"
+EVALS_NAME = "evals"
 EVENTS = "events.jsonl"
 VERSIONS_INDEX = "versions.json"
 STATE = "state.json"
@@ -77,7 +81,28 @@ def read_json(path: Path) -> Any:
 
 
 def default_runs_root(skill_root: Path) -> Path:
-    return Path(skill_root).resolve().parent / RUNS_SUBDIR
+    return runs_root(skill_root)
+
+
+def runs_root(skill_root: Path | None, runs_dir: str | Path = RUNS_SUBDIR) -> Path:
+    """Optimiser runs: `runs_dir` (the config's [run] dir) relative to the skill's parent, or to
+    the working directory when there is no skill (`skillgrad eval none`)."""
+    base = Path(skill_root).resolve().parent if skill_root is not None else Path.cwd().resolve()
+    return base / Path(runs_dir).expanduser()
+
+
+def evals_root(skill_root: Path | None, runs_dir: str | Path = RUNS_SUBDIR) -> Path:
+    """Evaluations: a folder of their own beside the runs folder."""
+    return runs_root(skill_root, runs_dir).parent / EVALS_NAME
+
+
+def unique_run_dir(root: Path, skill_hash: str, now: float | None = None) -> Path:
+    """A run directory under `root` that does not exist yet: `<run id>`, else `<run id>-2`, ..."""
+    run_id = new_run_id(skill_hash, now)
+    path, n = root / run_id, 2
+    while path.exists():
+        path, n = root / f"{run_id}-{n}", n + 1
+    return path
 
 
 def new_run_id(skill_hash: str, now: float | None = None) -> str:

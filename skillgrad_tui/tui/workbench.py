@@ -11,12 +11,13 @@ from typing import Any
 from textual import work
 
 from skillgrad_tui.core.errors import SkillgradError
+from skillgrad_tui.core.gate import GATES as ENGINE_GATES
 from skillgrad_tui.tui.screens.compare import CompareScreen
 from skillgrad_tui.tui.screens.history import HistoryScreen
 from skillgrad_tui.tui.screens.pickers import ChoiceScreen, ConfirmScreen
 from skillgrad_tui.tui.watch_mode import WatchingApp
 
-GATES = ("ask", "validation", "all")
+GATES = ("ask", *(g for g in ENGINE_GATES if g != "ask"))  # the names are core's; the cycle starts at "ask"
 
 
 class WorkbenchApp(WatchingApp):
