@@ -17,6 +17,7 @@ from typing import TextIO
 from skillgrad_tui.core.engine import CancelToken
 from skillgrad_tui.core.errors import Cancelled, SkillgradError
 from skillgrad_tui.core.events import Event, null_sink
+from skillgrad_tui.core.own_writes import OwnWrites
 from skillgrad_tui.core.service import Engine
 from skillgrad_tui.core.skill import load_skill
 from skillgrad_tui.core.skill_lock import SkillLock
@@ -34,11 +35,11 @@ class WatchLoop:
         self.optimize = optimize
         self.debounce_s = debounce_s
         self.out = out or sys.stdout
-        self.changes: queue.Queue[str] = queue.Queue()
+        self.changes: queue.Queue[tuple[str, str]] = queue.Queue()  # (summary, folder hash)
         self.cancel = CancelToken()
         self.last_score: float | None = None
         self.evaluations = 0
-        self._own_hash: str | None = None
+        self.own_writes = OwnWrites()  # what the optimiser wrote: not a person's edit
         if session.skill_path is None:
             raise SkillgradError("watch needs a skill folder")
         self.skill_path: Path = session.skill_path
@@ -70,14 +71,27 @@ class WatchLoop:
         kept: list[int] = []
 
         def sink(event: Event) -> None:
+            self.own_writes.observe(event)
             if event.kind == "step_finished" and getattr(event, "kept", False):
                 kept.append(getattr(event, "step", 0))
 
         result = self.session.run_optimization(self.session.optimize_options("validation"), sink=sink,
                                                cancel=self.cancel)
-        self._own_hash = folder_hash(self.skill_path)
+        now = folder_hash(self.skill_path)
+        self.own_writes.produced(result.final_skill_hash)
+        self.own_writes.wrote(now)
         self.say(f"optimised: {result.reason}, {len(kept)} step(s) kept, skill now "
-                 f"{self._own_hash[:8]}  run {result.run_dir}")
+                 f"{now[:8]}  run {result.run_dir}")
+
+    def _changed(self, summary: str) -> None:
+        """Watcher thread: a burst ended; the content it ended on is judged when it is taken."""
+        self.changes.put((summary, folder_hash(self.skill_path)))
+
+    def users_change(self, seen: list[tuple[str, str]]) -> str | None:
+        """The summary of the last change a person made, of those seen; None when every one
+        ended on content the optimiser wrote (its patches, seen while it was writing them)."""
+        mine = [summary for summary, content in seen if not self.own_writes.is_own(content)]
+        return mine[-1] if mine else None
 
     def run(self, *, initial: bool = True, stop: Callable[[], bool] = lambda: False) -> int:
         self.session.suite()  # fail fast on a missing or broken suite
@@ -90,8 +104,8 @@ class WatchLoop:
                 lock.release()
 
     def _run(self, initial: bool, stop: Callable[[], bool]) -> int:
-        watcher = SkillWatcher(self.skill_path, self.changes.put, debounce_s=self.debounce_s,
-                               ignore_hash=lambda: self._own_hash)
+        watcher = SkillWatcher(self.skill_path, self._changed, debounce_s=self.debounce_s,
+                               ignore_hash=self.own_writes.latest)
         self.say(f"watching {self.skill_path} (suite {self.session.suite_path}, split {self.split}); "
                  "Ctrl-C stops")
         watcher.start()
@@ -100,15 +114,17 @@ class WatchLoop:
                 self.evaluate("start")
             while not stop():
                 try:
-                    reason = self.changes.get(timeout=0.2)
+                    seen = [self.changes.get(timeout=0.2)]
                 except queue.Empty:
                     continue
                 while True:  # changes that queued up while we evaluated: one evaluation for all
                     try:
-                        reason = self.changes.get_nowait()
+                        seen.append(self.changes.get_nowait())
                     except queue.Empty:
                         break
-                self.evaluate(reason)
+                reason = self.users_change(seen)
+                if reason is not None:
+                    self.evaluate(reason)
         except (KeyboardInterrupt, Cancelled) as exc:
             self.cancel.cancel()
             self.say("stopped")
