@@ -24,6 +24,7 @@ from skillgrad_tui.core.runlog import replay
 from skillgrad_tui.core.skill import load_skill
 from skillgrad_tui.tui.app import SkillgradApp
 from skillgrad_tui.tui.screens.help import HelpScreen
+from skillgrad_tui.tui.screens.main import MainScreen
 from skillgrad_tui.tui.screens.review import EditTextScreen, ReviewScreen
 from skillgrad_tui.tui.screens.trajectory import TrajectoryScreen, load_trajectory_file
 from skillgrad_tui.tui.scripted import THEMES, scripted_backend_factory
@@ -266,14 +267,16 @@ async def test_command_palette_runs_app_actions(skill_dir: Path) -> None:
 
 
 async def test_help_lists_bindings_and_every_binding_has_an_id(skill_dir: Path) -> None:
-    for binding in [*SkillgradApp.BINDINGS, *ReviewScreen.BINDINGS]:
+    for binding in [*SkillgradApp.BINDINGS, *MainScreen.BINDINGS, *ReviewScreen.BINDINGS]:
         assert getattr(binding, "id", None), binding
     app = make_app(skill_dir)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f1")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         sections = dict(app.screen.sections)  # type: ignore[attr-defined]
-        assert {b.description for b in sections["Main screen"]} >= {"Optimise", "Evaluate", "Watch", "Quit"}
+        main = [b.description for b in sections["Main screen"]]
+        assert set(main) >= {"Optimise", "Evaluate", "Watch", "Quit", "Help", "Zoom pane", "Batch size"}
+        assert main.count("Cancel") == 1  # escape is bound on the screen and the app: listed once
         assert {b.description for b in sections["Patch review"]} >= {"Accept", "Reject", "Edit"}
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
