@@ -5,7 +5,10 @@ and its outcome comes back with Textual's `Worker.StateChanged`. The engine's ev
 from the worker thread as `RunEvents` messages, a burst per message, so the UI thread only renders
 and a key press never waits behind a model call. The human gate is the one place the worker
 waits on the UI (review_bridge.py). Cancelling (escape, q) sets the engine's CancelToken and
-resolves a review that waits: the worker stops between tokens. Quitting never blocks the UI: it
+resolves a review that waits: the worker stops between tokens. (Not `Worker.cancel()`: for a
+thread worker it marks the worker cancelled at once while its thread still runs, and the state
+would no longer say whether the run is in progress. Textual cancels it at shutdown; the sink
+then stops the engine too.) Quitting never blocks the UI: it
 cancels and exits once the worker has stopped, from an async worker of its own; the models are
 closed when no run thread uses them any more (closing llama.cpp under a generation would crash).
 The model is built inside the worker, on first use: the first frame never waits for it.
