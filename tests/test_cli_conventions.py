@@ -117,7 +117,7 @@ def test_eval_predictions_file_is_what_grade_reads(wtq_dir: Path, tmp_path: Path
 def test_ctrl_c_in_watch_exits_130(tmp_path: Path) -> None:
     from skillgrad_tui.tui.scripted import scripted_backend_factory
     from skillgrad_tui.tui.session import Session
-    from skillgrad_tui.tui.watch import WatchLoop
+    from skillgrad_tui.core.watch_loop import WatchLoop
 
     suite = REPO / "skills" / "suites" / "table-qa"
     skill = tmp_path / "table-qa"

@@ -313,6 +313,7 @@ def test_pool_and_gate_options_from_the_cli_and_skillgrad_toml(tmp_path: Path) -
     from skillgrad_tui.commands import optimize as cmd
     from skillgrad_tui.config import load_config
     from skillgrad_tui.core.errors import SkillgradError
+    from skillgrad_tui.core.service import Engine
 
     env = Env(tmp_path)
     (env.skill.parent / "skillgrad.toml").write_text(
@@ -321,11 +322,16 @@ def test_pool_and_gate_options_from_the_cli_and_skillgrad_toml(tmp_path: Path) -
     sub = parser.add_subparsers(dest="command")
     cmd.add_parsers(sub, lambda p: p.add_argument("--config"), lambda p: p.add_argument("--model"))
     config = load_config(env.skill)
-    opts = cmd._options(parser.parse_args(["optimize", str(env.skill)]), config, env.skill)
+
+    def options(args: argparse.Namespace) -> Any:  # as `skillgrad optimize` builds them, through the engine
+        engine = Engine(env.skill, config.engine_settings(), lambda role: None, suite_path=env.suite.root)
+        return engine.optimize_options(args.gate, tmp_path / "run", None, cmd._overrides(args), whole_epoch=True)
+
+    opts = options(parser.parse_args(["optimize", str(env.skill)]))
     assert (opts.candidates, opts.gate_k, opts.parent_selection, opts.val_repeats) == (5, 2.5, "pareto", 2)
     args = parser.parse_args(["optimize", str(env.skill), "--candidates", "1", "--gate-k", "0", "--parent",
                               "current", "--val-repeats", "1"])
-    opts = cmd._options(args, config, env.skill)
+    opts = options(args)
     assert (opts.candidates, opts.gate_k, opts.parent_selection, opts.val_repeats) == (1, 0.0, "current", 1)
     (env.skill.parent / "skillgrad.toml").write_text("[optimize]\ngate_k = -1\n", encoding="utf-8")
     with pytest.raises(SkillgradError, match="gate_k"):

@@ -68,7 +68,7 @@ def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr("skillgrad_tui.core.llm.factory.make_backend", lambda settings: scripted_backend(respond))
 
     # `watch` runs until Ctrl-C: here it evaluates once at the start and stops.
-    from skillgrad_tui.tui.watch import WatchLoop
+    from skillgrad_tui.core.watch_loop import WatchLoop
 
     run = WatchLoop.run
     monkeypatch.setattr(WatchLoop, "run", lambda self, **kw: run(self, initial=True, stop=lambda: True))

@@ -296,7 +296,8 @@ def test_run_app_reports_a_bad_config(tmp_path: Path) -> None:
 
 def test_headless_parts_do_not_import_textual() -> None:
     # `skillgrad watch` and the session run without the UI toolkit being imported.
-    code = ("import sys, skillgrad_tui.tui.watch, skillgrad_tui.tui.session, skillgrad_tui.core.watcher; "
+    code = ("import sys, skillgrad_tui.commands.watch_cmd, skillgrad_tui.core.watch_loop, skillgrad_tui.tui.session, "
+            "skillgrad_tui.core.watcher; "
             "sys.exit(1 if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 

@@ -30,7 +30,7 @@ from skillgrad_tui.tui.screens.main import MainScreen
 from skillgrad_tui.tui.screens.review import ReviewScreen
 from skillgrad_tui.tui.scripted import respond, scripted_backend_factory
 from skillgrad_tui.tui.session import Session
-from skillgrad_tui.tui.watch import WatchLoop
+from skillgrad_tui.core.watch_loop import WatchLoop
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = REPO / "skills" / "suites" / "table-qa"

@@ -14,7 +14,8 @@ import pytest
 from skillgrad_tui.config import Config
 from skillgrad_tui.tui.scripted import scripted_backend_factory
 from skillgrad_tui.tui.session import Session, default_suite_path
-from skillgrad_tui.tui.watch import WatchLoop, add_watch_arguments, watch_command
+from skillgrad_tui.commands.watch_cmd import add_watch_arguments, watch_command
+from skillgrad_tui.core.watch_loop import WatchLoop
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = REPO / "skills" / "suites" / "table-qa"

@@ -116,7 +116,7 @@ def test_watch_names_the_recover_command(env: Env) -> None:
 
     from skillgrad_tui.config import Config
     from skillgrad_tui.tui.session import Session
-    from skillgrad_tui.tui.watch import WatchLoop
+    from skillgrad_tui.core.watch_loop import WatchLoop
 
     crash_after_commit_point(env.skill)
     out = io.StringIO()

@@ -7,14 +7,11 @@ decision) lives in the engine. Nothing here imports textual, so the headless wat
 
 from __future__ import annotations
 
-import queue
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skillgrad_tui.config import Config, backend_factory, load_config
 from skillgrad_tui.core.engine import CancelToken
-from skillgrad_tui.core.errors import Cancelled
 from skillgrad_tui.core.events import EventSink
 from skillgrad_tui.core.runlog import runs_root as _runs_root
 from skillgrad_tui.core.runlog import unique_run_dir
@@ -25,7 +22,7 @@ if TYPE_CHECKING:
     from skillgrad_tui.core.optimizer import OptimizeOptions, ReviewFn, RunResult
     from skillgrad_tui.core.skill import Skill
 
-__all__ = ["BackendFactory", "ReviewBridge", "Session", "default_backend_factory", "default_suite_path",
+__all__ = ["BackendFactory", "Session", "default_backend_factory", "default_suite_path",
            "expected_hash", "new_run_dir", "runs_root"]
 
 expected_hash = reviewed_hash  # the app's name for it
@@ -158,34 +155,3 @@ class Session(Engine):
 
         options = gate if isinstance(gate, OptimizeOptions) else self.optimize_options(gate, run_dir, resume)
         return self.run_optimization(options, sink=sink, cancel=cancel, review=review)
-
-
-class ReviewBridge:
-    """Turns the UI's asynchronous review into the blocking ReviewFn optimize() calls.
-
-    `show(request, answer)` runs on the worker thread and must hand the request to the UI (the
-    app posts a message); the UI calls `answer(decision)` once, from any thread. If the run is
-    cancelled while waiting, it raises Cancelled: the step stays undecided in the run log (not
-    "rejected"), nothing reaches the disk, and a resumed run asks again.
-    """
-
-    def __init__(self, show: Callable[[Any, Callable[[Any], None]], None], cancel: CancelToken) -> None:
-        self._show = show
-        self._cancel = cancel
-
-    def __call__(self, request: Any) -> Any:
-        answers: queue.Queue[Any] = queue.Queue(maxsize=1)
-
-        def answer(decision: Any) -> None:
-            try:
-                answers.put_nowait(decision)
-            except queue.Full:  # answered twice (e.g. cancel raced a key press): first one wins
-                pass
-
-        self._show(request, answer)
-        while True:
-            try:
-                return answers.get(timeout=0.05)
-            except queue.Empty:
-                if self._cancel.cancelled:
-                    raise Cancelled()
