@@ -39,7 +39,7 @@ from skillgrad_tui.core.pool import new_account, run_sentence
 from skillgrad_tui.core.review import DecidedEdits, ReviewDecision, ReviewFn, ReviewItem, ReviewRequest, decided_edits
 from skillgrad_tui.core.run_core import BudgetSpent
 from skillgrad_tui.core.run_setup import RunSetup
-from skillgrad_tui.core.skill import load_skill
+from skillgrad_tui.core.skill_load import load_skill
 from skillgrad_tui.core.skill_lock import SkillLock
 from skillgrad_tui.core.step_candidates import CandidatesStage
 from skillgrad_tui.core.step_forward import ForwardStage

@@ -15,7 +15,8 @@ from skillgrad_tui.core.errors import EditError
 from skillgrad_tui.core.gradient import PreservationSignal
 from skillgrad_tui.core.patch_prompts import TEMPLATE_TEXTS
 from skillgrad_tui.core.records import Task
-from skillgrad_tui.core.skill import SKILL_MD, Edit, Skill, apply_edits_in_memory, check_edit
+from skillgrad_tui.core.skill_edits import Edit, apply_edits_in_memory, check_edit
+from skillgrad_tui.core.skill_format import SKILL_MD, Skill
 from skillgrad_tui.core.template_text import check_no_template_text
 from skillgrad_tui.core.textsim import (STOPWORDS, contains_phrase, content_words, ngrams, normalise_label, numbers_in,
                                         quoted_strings, truncate, words)

@@ -10,7 +10,7 @@ from skillgrad_tui.core.edit_menu import INSERT_AFTER, MOVE, EditMenu, split_md
 from skillgrad_tui.core.failures import class_by_label
 from skillgrad_tui.core.gradient import PreservationSignal
 from skillgrad_tui.core.momentum import Pattern
-from skillgrad_tui.core.skill import SKILL_MD, Skill
+from skillgrad_tui.core.skill_format import SKILL_MD, Skill
 from skillgrad_tui.core.textsim import truncate
 
 

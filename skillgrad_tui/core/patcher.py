@@ -36,7 +36,8 @@ from skillgrad_tui.core.patch_checks import (DOES_NOT_APPLY, MODEL_FAILED, MODEL
 from skillgrad_tui.core.patch_prompts import patch_prompt
 from skillgrad_tui.core.payloads import ProposedEditPayload
 from skillgrad_tui.core.records import Task
-from skillgrad_tui.core.skill import Edit, Patch, Skill, apply_edits_in_memory
+from skillgrad_tui.core.skill_edits import Edit, Patch, apply_edits_in_memory
+from skillgrad_tui.core.skill_format import Skill
 from skillgrad_tui.core.textsim import truncate
 
 STRUCTURAL_RECURRENCE = 3

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from skillgrad_tui.core.errors import SkillgradError
-from skillgrad_tui.core.skill import Edit, Skill, apply_edits_in_memory
+from skillgrad_tui.core.skill_edits import Edit, apply_edits_in_memory
+from skillgrad_tui.core.skill_format import Skill
 
 
 @dataclass

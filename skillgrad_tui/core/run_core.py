@@ -19,7 +19,9 @@ from skillgrad_tui.core.records import Task, Trajectory
 from skillgrad_tui.core.review import ReviewFn
 from skillgrad_tui.core.run_state import EditRecord, PendingStep, RunState
 from skillgrad_tui.core.runlog import RunError, RunLog
-from skillgrad_tui.core.skill import Edit, Skill, load_skill
+from skillgrad_tui.core.skill_edits import Edit
+from skillgrad_tui.core.skill_format import Skill
+from skillgrad_tui.core.skill_load import load_skill
 from skillgrad_tui.core.skill_lock import SkillLock
 from skillgrad_tui.core.suites import Suite
 

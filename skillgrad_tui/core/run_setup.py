@@ -18,7 +18,9 @@ from skillgrad_tui.core.records import Task
 from skillgrad_tui.core.run_core import RunCore, mean_score, passed
 from skillgrad_tui.core.run_state import RunState
 from skillgrad_tui.core.runlog import RunError, RunLog, default_runs_root, unique_run_dir
-from skillgrad_tui.core.skill import Skill, load_skill, recover, snapshot, warning_summary
+from skillgrad_tui.core.skill_format import Skill, warning_summary
+from skillgrad_tui.core.skill_load import load_skill
+from skillgrad_tui.core.skill_store import recover, snapshot
 from skillgrad_tui.core.suites.splits import select_split, split_tasks
 
 

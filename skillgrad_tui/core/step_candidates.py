@@ -15,7 +15,8 @@ from skillgrad_tui.core.records import Task
 from skillgrad_tui.core.review import ReviewItem, ReviewRequest, decided_edits
 from skillgrad_tui.core.run_core import RunCore, edit_to_dict, mean_score
 from skillgrad_tui.core.run_state import CandidateRecord, PendingStep
-from skillgrad_tui.core.skill import SKILL_MD, Edit, Skill, apply_edits_in_memory
+from skillgrad_tui.core.skill_edits import Edit, apply_edits_in_memory
+from skillgrad_tui.core.skill_format import SKILL_MD, Skill
 
 SCORE_EPS = 1e-9
 REPAIR_KEPT = "format_repair"  # gate key: a format repair kept on a tie

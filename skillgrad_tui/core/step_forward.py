@@ -20,7 +20,8 @@ from skillgrad_tui.core.pool import new_account
 from skillgrad_tui.core.records import Task, Trajectory
 from skillgrad_tui.core.run_core import RunCore, mean_score, passed
 from skillgrad_tui.core.run_state import CandidateRecord, PendingStep
-from skillgrad_tui.core.skill import SKILL_MD, Edit, Skill, apply_edits_in_memory
+from skillgrad_tui.core.skill_edits import Edit, apply_edits_in_memory
+from skillgrad_tui.core.skill_format import SKILL_MD, Skill
 from skillgrad_tui.core.textsim import numbers_in
 
 EXAMPLE_ROWS = 3  # table rows a code-made worked example shows (the rest are counted, as the agent sees them)

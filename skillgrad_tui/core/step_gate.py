@@ -12,7 +12,8 @@ from skillgrad_tui.core.records import Task
 from skillgrad_tui.core.run_core import RunCore, edit_from_dict
 from skillgrad_tui.core.run_state import PendingStep, kept_version
 from skillgrad_tui.core.runlog import RunError
-from skillgrad_tui.core.skill import Patch, SkillChanged, apply_patch
+from skillgrad_tui.core.skill_edits import Patch
+from skillgrad_tui.core.skill_store import SkillChanged, apply_patch
 from skillgrad_tui.core.vcs import GitError, commit_skill, in_git_work_tree
 
 
