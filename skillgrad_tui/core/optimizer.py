@@ -11,6 +11,10 @@ directory (and scored from there) before anything touches the user's folder; the
 committed to state.json before the patch is applied (atomically, by skill.apply_patch); on resume
 the folder's hash must equal the version before or after that patch, or the run refuses to go on.
 
+Where each part lives: the options and result in optimize_options.py, the person's review in
+review.py, the state every stage shares in run_core.py, creation, resume and the seed evaluation
+in run_setup.py, and one module per stage (step_forward.py, step_candidates.py, step_gate.py).
+
 Stages of step k:
 - "forward": the parent (the current version, or one drawn from the Pareto frontier) runs the
   minibatch; failures are classified and diagnosed; momentum; the patcher proposes a pool of
