@@ -239,7 +239,7 @@ def test_a_skill_with_no_example_gets_a_worked_example_that_copies_no_other_task
 
 
 def test_the_family_question_may_be_repeated_but_not_one_tasks_question() -> None:
-    from skillgrad_tui.core.patcher import family_phrasing
+    from skillgrad_tui.core.patch_checks import family_phrasing
 
     tasks = load_suite(SUITE / "tasks.jsonl").tasks
     assert ("how", "many", "rows", "does") in family_phrasing(tasks)

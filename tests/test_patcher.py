@@ -19,10 +19,11 @@ from skillgrad_tui.core.llm.base import CompletionRequest
 from skillgrad_tui.core.llm.scripted import ScriptedBackend
 from skillgrad_tui.core.momentum import MomentumMemory, Pattern
 from skillgrad_tui.core.edit_menu import EditMenu
-from skillgrad_tui.core.patcher import (CONFLICT, DANGLING, DESCRIPTION_RULE, DOES_NOT_APPLY, HEADING_REMOVED,
-                                        L2_BUDGET, MODEL_FAILED, MODEL_INVALID, NO_CHANGE, PROTECTED, REWRITE,
-                                        TRAINING_VALUE, Patcher, Proposal, check_description, check_l2_budget,
-                                        check_no_training_values)
+from skillgrad_tui.core.patch_checks import (CONFLICT, DANGLING, DESCRIPTION_RULE, DOES_NOT_APPLY, HEADING_REMOVED,
+                                             L2_BUDGET, MODEL_FAILED, MODEL_INVALID, NO_CHANGE, PROTECTED, REWRITE,
+                                             TRAINING_VALUE, check_description, check_l2_budget,
+                                             check_no_training_values)
+from skillgrad_tui.core.patcher import Patcher, Proposal
 from skillgrad_tui.core.records import Task
 from skillgrad_tui.core.skill import Edit, Skill, apply_edits_in_memory, apply_patch, load_skill
 from skillgrad_tui.core.suites import load_suite
@@ -410,7 +411,7 @@ def test_a_new_section_made_of_the_template_is_rejected(skill: Skill, train: lis
 
 
 def test_real_guidance_and_the_skills_own_placeholders_pass(skill: Skill, train: list[Task]) -> None:
-    from skillgrad_tui.core.patcher import TEMPLATE_TEXTS
+    from skillgrad_tui.core.patch_prompts import TEMPLATE_TEXTS
     from skillgrad_tui.core.template_text import check_no_template_text
 
     for ok in ("Check the count a second time.", "Run `python scripts/fill.py <input pdf> <output pdf>`.",

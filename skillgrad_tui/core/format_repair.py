@@ -9,7 +9,8 @@ import re
 
 import yaml
 
-from skillgrad_tui.core.skill import DESCRIPTION_MAX, SKILL_MD, Edit, Skill, _parse_skill_md
+from skillgrad_tui.core.skill_edits import Edit
+from skillgrad_tui.core.skill_format import DESCRIPTION_MAX, SKILL_MD, Skill, parse_skill_md
 
 REPAIR_ORIGIN = "format repair"
 
@@ -45,7 +46,7 @@ def repair_edits(skill: Skill, max_words: int = 50) -> list[Edit]:
     """L1 edits that fix each format violation of `skill`; empty when there is none."""
     if not skill.format_violations():
         return []
-    parsed = _parse_skill_md(skill.root / SKILL_MD, skill.files[SKILL_MD])
+    parsed = parse_skill_md(skill.root / SKILL_MD, skill.files[SKILL_MD])
     yaml_text, first = parsed.split.yaml_text, parsed.split.yaml_line
     edits: list[Edit] = []
     if skill.name != skill.root.name and "name" in parsed.key_lines:

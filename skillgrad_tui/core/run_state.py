@@ -78,7 +78,7 @@ class PendingStep(TypedDict):
 
 
 class RunState(TypedDict, total=False):
-    format: int  # optimizer.STATE_FORMAT
+    format: int  # optimize_options.STATE_FORMAT
     run_id: str
     skill_root: str
     suite: SuiteRef
