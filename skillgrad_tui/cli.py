@@ -169,7 +169,7 @@ def runtime_facts(config: Config) -> dict[str, object]:
 @command("init")
 def cmd_init(args: argparse.Namespace) -> int:
     from skillgrad_tui.config import CONFIG_NAME, commented_config, user_config_path
-    from skillgrad_tui.core.atomic import write_file_atomically
+    from skillgrad_tui.core.file_write import write_file_atomically
 
     target = user_config_path() if args.user else args.skill.resolve().parent / CONFIG_NAME
     if not args.user and not (args.skill / "SKILL.md").is_file():
@@ -185,7 +185,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
     from skillgrad_tui.commands.optimize import _resolve_run
-    from skillgrad_tui.core.atomic import write_file_atomically
+    from skillgrad_tui.core.file_write import write_file_atomically
     from skillgrad_tui.core.export import export_run
 
     text = export_run(_resolve_run(args.run), args.format)

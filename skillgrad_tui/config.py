@@ -316,7 +316,7 @@ def _toml_error_line(message: str) -> int | None:
 
 def save_config(config: Config, path: Path) -> None:
     """Write atomically: a half-written config would be worse than none."""
-    from skillgrad_tui.core.atomic import write_file_atomically
+    from skillgrad_tui.core.file_write import write_file_atomically
 
     validate(config.values, path)
     write_file_atomically(path, tomli_w.dumps(config.values).encode("utf-8"))

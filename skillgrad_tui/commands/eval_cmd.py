@@ -108,7 +108,7 @@ def eval_command(args: argparse.Namespace) -> int:
 def write_predictions(path: Path, trajectories: list[Any]) -> None:
     """The official WTQ predictions format: one line per example, `id<TAB>item<TAB>item...`; an
     example with no answer gets a line with its id alone (the evaluator counts it wrong)."""
-    from skillgrad_tui.core.atomic import write_file_atomically
+    from skillgrad_tui.core.file_write import write_file_atomically
 
     lines = []
     for t in trajectories:

@@ -12,6 +12,11 @@ crash at any moment leaves either every old file or every new one, never a mix.
 
 Writers must hold `folder_lock(..., exclusive=True)`; readers may hold the shared lock so that
 they never read a folder half way through step 3.
+
+Only the skill store (skill_store.py; skill_load.py for the shared read lock, skill_lock.py for
+the lock file's name) imports this module:
+an import-linter contract keeps every other writer to one file at a time (core/file_write.py),
+so nothing else can write into a skill folder.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from skillgrad_tui.core.errors import SkillError
+from skillgrad_tui.core.file_write import (TEMP_MARKER, fsync_dir, is_temp_name, sha256_hex, write_file_atomically,
+                                           write_new_file)
 from skillgrad_tui.core.vcs import VCS_NAMES
 
 try:  # POSIX advisory locks; elsewhere the lock is a no-op (single-writer use only).
@@ -36,8 +42,6 @@ try:  # POSIX advisory locks; elsewhere the lock is a no-op (single-writer use o
 except ImportError:  # pragma: no cover - not on Linux/macOS
     fcntl = None  # type: ignore[assignment]
 
-TEMP_MARKER = ".sgtmp-"
-_TEMP_RE = re.compile(r"^\..+\.sgtmp-[A-Za-z0-9_]+$")
 JOURNAL_VERSION = 1
 
 # Fault injection for tests: called as fault_hook(stage, count) at each step of a write, with
@@ -46,32 +50,9 @@ JOURNAL_VERSION = 1
 fault_hook: Callable[[str, int], None] | None = None
 
 
-def is_temp_name(name: str) -> bool:
-    """True for the temp files this module writes; file watchers and loaders should ignore them."""
-    return bool(_TEMP_RE.match(name))
-
-
 def _hook(stage: str, count: int) -> None:
     if fault_hook is not None:
         fault_hook(stage, count)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    # Makes renames and unlinks in `path` durable; some filesystems refuse fsync on a dir.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _journal_key(root: Path) -> str:
@@ -111,20 +92,6 @@ class _Replace:
     target: str  # posix path relative to the root
     temp: str
     sha256: str
-
-
-def _write_new_file(path: Path, data: bytes, mode: int | None) -> None:
-    # O_EXCL: never clobber a file we did not create; default mode goes through the umask.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if mode is not None:
-            os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_rel(rel: str) -> None:
@@ -172,7 +139,7 @@ def write_files_atomically(
             temp = target.parent / f".{target.name}{TEMP_MARKER}{secrets.token_hex(6)}"
             mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else None  # keep +x on scripts
             ops.append(_Replace(rel, temp.relative_to(root).as_posix(), sha256_hex(data)))
-            _write_new_file(temp, data, mode)
+            write_new_file(temp, data, mode)
             _hook("temp_written", count)
         journal = {
             "version": JOURNAL_VERSION,
@@ -190,24 +157,6 @@ def write_files_atomically(
         raise
     _hook("journal_written", 0)
     _roll_forward(root, journal, journal_path(root, journal_dir))
-
-
-def write_file_atomically(path: Path, data: bytes, *, prefix: str = "") -> None:
-    """One file: temp + fsync + rename + fsync(dir). Readers see the old or the new content.
-
-    For the app's own state (run logs, journals, config, trajectories); several files of a
-    skill go through `write_files_atomically`, which adds the journal.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / f"{prefix}.{path.name}{TEMP_MARKER}{secrets.token_hex(6)}"
-    try:
-        _write_new_file(temp, data, None)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    fsync_dir(path.parent)
 
 
 def _write_journal(path: Path, journal: dict[str, Any]) -> None:

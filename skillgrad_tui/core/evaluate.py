@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skillgrad_tui.core.agent import Agent
-from skillgrad_tui.core.atomic import write_file_atomically
+from skillgrad_tui.core.file_write import write_file_atomically
 from skillgrad_tui.core.errors import Cancelled
 from skillgrad_tui.core.evaluators import get_evaluator
 from skillgrad_tui.core.events import EventSink, Progress, TaskFinished, TaskStarted, null_sink

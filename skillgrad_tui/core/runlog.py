@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
-from skillgrad_tui.core.atomic import fsync_dir, write_file_atomically
+from skillgrad_tui.core.file_write import fsync_dir, write_file_atomically
 from skillgrad_tui.core.errors import SkillgradError
 from skillgrad_tui.core.events import Event
 from skillgrad_tui.core.records import Trajectory

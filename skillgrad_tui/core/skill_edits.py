@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from skillgrad_tui.core import atomic
+from skillgrad_tui.core.file_write import is_temp_name
 from skillgrad_tui.core.errors import EditError, SkillError
 from skillgrad_tui.core.skill_format import (IGNORED_NAMES, SKILL_MD, Layer, Skill, assemble_skill,
                                              format_violations_of, line_at, split_front_matter)
@@ -75,7 +75,7 @@ def _apply_one(skill: Skill, edit: Edit, current: dict[str, str]) -> None:
         if not _creatable(rel):
             raise EditError("new files may only be created under references/ or scripts/ (code)", path)
         parts = PurePosixPath(rel).parts
-        if atomic.is_temp_name(parts[-1]) or any(part in IGNORED_NAMES or part in VCS_NAMES for part in parts):
+        if is_temp_name(parts[-1]) or any(part in IGNORED_NAMES or part in VCS_NAMES for part in parts):
             raise EditError("reserved file name", path)
         if not edit.new.strip():
             raise EditError("a new file needs content", path)

@@ -12,7 +12,7 @@ from typing import Any, Literal, NamedTuple
 
 import yaml
 
-from skillgrad_tui.core import atomic
+from skillgrad_tui.core.file_write import sha256_hex
 from skillgrad_tui.core.errors import SkillError
 from skillgrad_tui.core.skill_layout import is_reference_path, is_tool_path, tool_usage
 from skillgrad_tui.core.vcs import IgnoreRules
@@ -77,7 +77,7 @@ class Skill:
 
     @property
     def hash(self) -> str:
-        digests = {p: atomic.sha256_hex(t.encode("utf-8")) for p, t in self.files.items()}
+        digests = {p: sha256_hex(t.encode("utf-8")) for p, t in self.files.items()}
         return _hash_digests({**self.asset_digests, **digests})
 
     @property
@@ -122,7 +122,7 @@ def _hash_digests(digests: Mapping[str, str]) -> str:
 
 def content_hash(files: Mapping[str, bytes]) -> str:
     """Hash of a snapshot; equals `Skill.hash` of the skill it was taken from."""
-    return _hash_digests({p: atomic.sha256_hex(b) for p, b in files.items()})
+    return _hash_digests({p: sha256_hex(b) for p, b in files.items()})
 
 
 class _FrontMatter(NamedTuple):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from skillgrad_tui.core import atomic
+from skillgrad_tui.core.file_write import is_temp_name
 from skillgrad_tui.core.errors import SkillError
 from skillgrad_tui.core.skill_format import (DEFAULT_MAX_FILE_BYTES, EDITOR_TEMP_PATTERNS, IGNORED_NAMES, SKILL_MD,
                                              Problem, Skill, assemble_skill, split_front_matter)
@@ -29,7 +30,7 @@ def is_inside(path: Path, root: Path) -> bool:
 
 def is_ignored_name(name: str) -> bool:
     """Names that are never part of a skill's content: our temps, caches, editor files."""
-    if name in IGNORED_NAMES or atomic.is_temp_name(name) or name.endswith(".pyc"):
+    if name in IGNORED_NAMES or is_temp_name(name) or name.endswith(".pyc"):
         return True
     return any(fnmatch.fnmatchcase(name, pat) for pat in EDITOR_TEMP_PATTERNS)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from skillgrad_tui.core import atomic
+from skillgrad_tui.core.file_write import fsync_dir, is_temp_name, sha256_hex
 from skillgrad_tui.core.errors import SkillError
 from skillgrad_tui.core.skill_edits import Patch, apply_edits_in_memory
 from skillgrad_tui.core.skill_format import DEFAULT_MAX_FILE_BYTES, IGNORED_NAMES, Skill, assemble_skill, content_hash
@@ -70,11 +71,11 @@ def _check_snapshot(root: Path, files: Mapping[str, bytes]) -> None:
         p = PurePosixPath(rel)
         if not rel or p.is_absolute() or p.as_posix() != rel or any(x in ("..", ".") for x in p.parts) or "\\" in rel:
             raise SkillError(f"snapshot path {rel!r} is not a clean relative path", root)
-        if atomic.is_temp_name(p.name) or any(x in IGNORED_NAMES or x in VCS_NAMES for x in p.parts):
+        if is_temp_name(p.name) or any(x in IGNORED_NAMES or x in VCS_NAMES for x in p.parts):
             raise SkillError(f"snapshot holds a reserved file name {rel!r}", root / rel)
     sizes = {rel: len(data) for rel, data in files.items()}
     texts, _ = classify_texts(root, sorted(files), sizes, files.__getitem__, DEFAULT_MAX_FILE_BYTES)
-    digests = {rel: atomic.sha256_hex(data) for rel, data in files.items() if rel not in texts}
+    digests = {rel: sha256_hex(data) for rel, data in files.items() if rel not in texts}
     assemble_skill(root, texts, digests, DEFAULT_MAX_FILE_BYTES, [])
 
 
@@ -102,7 +103,7 @@ def _copy_aside(root: Path, rels: list[str], dest: Path) -> None:
             with open(target, "rb") as f:
                 os.fsync(f.fileno())
     for folder in {(dest / rel).parent for rel in rels} | {dest}:
-        atomic.fsync_dir(folder)
+        fsync_dir(folder)
 
 
 def restore_snapshot(root: Path, files: dict[str, bytes], *, set_aside: Path | None = None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from skillgrad_tui.core.atomic import write_file_atomically
+from skillgrad_tui.core.file_write import write_file_atomically
 from skillgrad_tui.core.export import load_report, to_csv, to_html, to_json
 from skillgrad_tui.core.runlog import find_runs, restore_version, version_files
 from skillgrad_tui.core.skill import Restored
