@@ -116,7 +116,8 @@ def run_method(method: str, seed: int, start_skill: Path, pool: Suite, test_task
     mid = backend.cache.stats()
     final = load_skill(skill_root)
     test = evaluate(agent, final, test_tasks, seed=TEST_SEED)
-    errors = sum(1 for t in test.trajectories if t.error)
+    errors = sum(1 for t in test.trajectories if t.errored)  # could not be run or scored (a model that
+    # wrote no workbook failed the task: that is a score, not an error)
     if test.n and errors == test.n:
         raise RuntimeError(f"{name}: every held-out task errored ({test.trajectories[0].error}); "
                            "that is a broken run, not a score of 0")
