@@ -30,9 +30,9 @@ from skillgrad_tui.core.skill import SKILL_MD, Edit, Layer, Skill
 from skillgrad_tui.core.textsim import content_words, slugify, words
 
 # split_md and NoChange now live in edit_blocks.py; they are still imported from here.
-__all__ = ["DELETE", "DESCRIPTION_TARGET", "EditMenu", "INSERT_AFTER", "MAX_REWRITE_FRACTION", "MOVE", "NEW_DESCRIPTION",
-           "NEW_SECTION", "NEW_SECTION_TARGET", "NoChange", "OPERATIONS", "PREAMBLE_TARGET", "REPLACE", "TEXT_MAX",
-           "WHY_MAX", "branch_for", "scripted_answer", "split_md"]
+__all__ = ["DELETE", "DESCRIPTION_TARGET", "EditMenu", "INSERT_AFTER", "MAX_REWRITE_FRACTION", "MOVE",
+           "NEW_DESCRIPTION", "NEW_SECTION", "NEW_SECTION_TARGET", "NoChange", "OPERATIONS", "PREAMBLE_TARGET",
+           "REPLACE", "TEXT_MAX", "WHY_MAX", "branch_for", "scripted_answer", "split_md"]
 
 INSERT_AFTER = "insert_after"
 REPLACE = "replace"

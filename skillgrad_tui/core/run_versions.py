@@ -16,7 +16,6 @@ from skillgrad_tui.core.run_dirs import EVENTS, VERSIONS_INDEX, RunError, read_j
 from skillgrad_tui.core.skill import Restored, content_hash, restore_snapshot, text_files
 
 
-
 @dataclass
 class VersionRecord:
     version: int
