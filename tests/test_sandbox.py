@@ -420,12 +420,12 @@ def test_the_mode_is_the_strongest_available_and_a_missing_one_is_refused(monkey
     with run_python("print(1)", []) as r:
         assert r.mode == "hook"
     monkeypatch.setenv("PATH", "/nonexistent")
-    sb._bwrap_problem.cache_clear()
+    sb.bwrap_problem.cache_clear()
     try:
         with pytest.raises(sb.SandboxError, match="'bwrap' is not available: bwrap is not installed"):
             Sandbox(mode="bwrap")
     finally:
-        sb._bwrap_problem.cache_clear()
+        sb.bwrap_problem.cache_clear()
 
 
 def test_the_bootstrap_is_a_real_module_file() -> None:
