@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -87,3 +88,20 @@ def smollm_backend(smollm_path: Path) -> Iterator[object]:
     backend = LlamaBackend(smollm_path, model_id="test-smollm", n_ctx=2048)
     yield backend
     backend.close()
+
+
+@pytest.fixture()
+def anyio_backend() -> str:
+    return "asyncio"  # Textual runs on asyncio: the app's pilot tests use it
+
+
+@pytest.fixture()
+def skill_dir(tmp_path: Path) -> Path:
+    """A copy of skills/table-qa under tmp/skills/, so that its bundled suite is found beside it
+    through skills/suites/ (the tests that need the suite point at the repository's)."""
+    suite = REPO / "skills" / "suites" / "table-qa"
+    if not (suite / "data").is_dir():
+        pytest.skip(f"sample suite missing at {suite}")
+    dst = tmp_path / "skills" / "table-qa"
+    shutil.copytree(REPO / "skills" / "table-qa", dst)
+    return dst

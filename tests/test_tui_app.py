@@ -39,20 +39,6 @@ ONE_STEP = Config(values={"optimize": {"steps": 1}})
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture()
-def anyio_backend() -> str:
-    return "asyncio"  # Textual runs on asyncio
-
-
-@pytest.fixture()
-def skill_dir(tmp_path: Path) -> Path:
-    if not (SUITE / "data").is_dir():
-        pytest.skip(f"sample suite missing at {SUITE}")
-    dst = tmp_path / "skills" / "table-qa"
-    shutil.copytree(REPO / "skills" / "table-qa", dst)
-    return dst
-
-
 def make_app(skill_dir: Path, *, delay_s: float = 0.0, config: Config = ONE_STEP, **kw: object) -> SkillgradApp:
     return SkillgradApp(skill_dir, SUITE, backend_factory=scripted_backend_factory(delay_s=delay_s),
                         config=config, watch_debounce_s=0.15, **kw)  # type: ignore[arg-type]

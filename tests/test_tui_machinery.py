@@ -4,7 +4,6 @@ cancel resolves, and one tracker of the engine's own writes serves the app and w
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -38,20 +37,6 @@ SIZE = (120, 40)
 ONE_STEP = Config(values={"optimize": {"steps": 1}})
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture()
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture()
-def skill_dir(tmp_path: Path) -> Path:
-    if not (SUITE / "data").is_dir():
-        pytest.skip(f"sample suite missing at {SUITE}")
-    dst = tmp_path / "skills" / "table-qa"
-    shutil.copytree(REPO / "skills" / "table-qa", dst)
-    return dst
 
 
 async def wait_for(pilot: Pilot[object], cond: Callable[[], bool], timeout: float = 30.0) -> None:

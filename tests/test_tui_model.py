@@ -28,11 +28,6 @@ TASKS = ("nt-2", "nt-3", "nt-5")  # tables of 8 to 10 rows: one train, one val, 
 pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.anyio]
 
 
-@pytest.fixture()
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def small_wtq_suite(dst: Path) -> Path:
     lines = (SAMPLE / "data" / "training.tsv").read_text(encoding="utf-8").splitlines()
     keep = [lines[0]] + [ln for ln in lines[1:] if ln.split("\t", 1)[0] in TASKS]

@@ -6,7 +6,6 @@ made with the scripted stand-in model (2 steps, gate 'all': 7 versions in well u
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,20 +36,6 @@ SIZE = (120, 40)
 TREE_ORDER = [0, 1, 4, 5, 6, 2, 3]  # depth first: each candidate right under the version it came from
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture()
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture()
-def skill_dir(tmp_path: Path) -> Path:
-    if not (SUITE / "data").is_dir():
-        pytest.skip(f"sample suite missing at {SUITE}")
-    dst = tmp_path / "skills" / "table-qa"
-    shutil.copytree(REPO / "skills" / "table-qa", dst)
-    return dst
 
 
 def make_run(skill: Path, steps: int = 2) -> Path:
