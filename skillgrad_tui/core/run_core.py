@@ -31,23 +31,14 @@ class BudgetSpent(Exception):
 
 
 class RunCancel(CancelToken):
-    """Set by the caller's token (the user) or by the loop itself (a budget ran out)."""
+    """Set by the caller's token (the user, its parent) or by the loop itself (a budget ran out)."""
 
     def __init__(self, user: CancelToken | None) -> None:
-        super().__init__()
-        self.user = user
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set() or (self.user is not None and self.user.cancelled)
-
-    def raise_if_cancelled(self) -> None:
-        if self.cancelled:
-            raise Cancelled()
+        super().__init__(parent=user)
 
     def trip(self) -> None:
         """Stop the run as if cancelled, without touching the caller's token."""
-        self._event.set()
+        self.cancel()
 
 
 class Metered(WrappedBackend):
