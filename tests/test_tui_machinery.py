@@ -148,7 +148,8 @@ async def test_leaving_the_app_mid_run_does_not_wait_for_the_run(skill_dir: Path
 # -- the review bridge ------------------------------------------------------------------------------
 
 
-def _ask_in_thread(bridge: ReviewBridge) -> tuple[threading.Thread, dict[str, Any]]:
+def _ask_in_thread(bridge: ReviewBridge, shown: list[Future[Any]]) -> tuple[threading.Thread, dict[str, Any]]:
+    """The optimiser's side: ask from a thread, and return once the UI side was shown the request."""
     got: dict[str, Any] = {}
 
     def ask() -> None:
@@ -159,17 +160,17 @@ def _ask_in_thread(bridge: ReviewBridge) -> tuple[threading.Thread, dict[str, An
 
     thread = threading.Thread(target=ask, daemon=True)
     thread.start()
+    deadline = time.monotonic() + 5
+    while not shown:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     return thread, got
 
 
 def test_the_review_bridge_returns_the_decision_the_ui_resolves() -> None:
     shown: list[Future[Any]] = []
     bridge = ReviewBridge(lambda request, answer: shown.append(answer))
-    thread, got = _ask_in_thread(bridge)
-    deadline = time.monotonic() + 5
-    while not shown:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    thread, got = _ask_in_thread(bridge, shown)
     assert thread.is_alive()  # blocked on the future, not answered by a timeout
     assert resolve(shown[0], "accept all")
     thread.join(2)
@@ -180,11 +181,7 @@ def test_the_review_bridge_returns_the_decision_the_ui_resolves() -> None:
 def test_the_review_bridge_raises_cancelled_on_cancel_and_refuses_later_reviews() -> None:
     shown: list[Future[Any]] = []
     bridge = ReviewBridge(lambda request, answer: shown.append(answer))
-    thread, got = _ask_in_thread(bridge)
-    deadline = time.monotonic() + 5
-    while not shown:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    thread, got = _ask_in_thread(bridge, shown)
     started = time.monotonic()
     bridge.cancel()
     thread.join(2)
