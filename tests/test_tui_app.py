@@ -193,10 +193,18 @@ async def test_escape_cancels_between_tokens(skill_dir: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("v")
         await wait_for(pilot, lambda: len(app.trajectories.finished) >= 1)
-        await pilot.press("escape")
         pane = app.query_one(ProgressPane)
-        assert "cancelling" in pane._status().plain  # said at once, before the worker stops
-        await wait_for(pilot, lambda: not app.running, timeout=10)
+        said: list[str] = []  # what the pane says the moment escape is handled: the worker may
+        mark = pane.mark_cancelling  # stop before the next frame, so read it there, not after
+
+        def mark_and_read() -> None:
+            mark()
+            said.append(pane._status().plain)
+
+        pane.mark_cancelling = mark_and_read  # type: ignore[method-assign]
+        await pilot.press("escape")
+        assert said and "cancelling" in said[0]  # said at once, before the worker stops
+        await wait_for(pilot, lambda: not app.running)
         assert pane.outcome == "cancelled"
         assert "cancelling" not in pane._status().plain  # and gone once it has
         assert len(app.trajectories.finished) < 10
