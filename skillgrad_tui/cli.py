@@ -17,9 +17,6 @@ from skillgrad_tui.commands import optimize as optimize_cmd
 from skillgrad_tui.config import CLI_OVERRIDES, parse_n_ctx
 from skillgrad_tui.core.errors import SkillgradError
 
-if TYPE_CHECKING:
-    from skillgrad_tui.config import Config
-
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, Handler] = {}
 _COMMANDS.update(optimize_cmd.HANDLERS)  # optimize, history, rollback, recover
@@ -116,13 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
 @command("models")
 def cmd_models(args: argparse.Namespace) -> int:
     from skillgrad_tui.config import load_config
-    from skillgrad_tui.core.llm.models import discover
+    from skillgrad_tui.core.engine import discover_models
 
     config = load_config(explicit=args.config)
-    found = discover(config.models, [p.expanduser() for p in args.model])
-    runtime = runtime_facts(config)
+    found = discover_models(config.models, [p.expanduser() for p in args.model])
+    runtime = config.engine_settings().models.runtime()
     if args.json:
-        print(json.dumps([{**m.to_dict(), "device": runtime["device"], "repack": runtime["repack"]}
+        print(json.dumps([{**m.to_dict(), "device": runtime.device, "repack": runtime.repack}
                           for m in found], indent=2))
         return 0 if all(m.error is None for m in found) else 1
     from rich.console import Console
@@ -143,27 +140,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                       f"{source}\n[dim]{str(m.path).replace(home, '~')}[/]")
     console = Console()
     console.print(table)
-    console.print(f"runs on {runtime['device']}: {runtime['why']}; {runtime['repack_reason']}", highlight=False)
+    console.print(f"runs on {runtime.device}: {runtime.why}; {runtime.repack_reason}", highlight=False)
     return 0 if all(m.error is None for m in found) else 1
-
-
-def runtime_facts(config: Config) -> dict[str, object]:
-    """Where local models run (CPU or GPU) and why, from the installed llama.cpp and the config."""
-    from skillgrad_tui.core.llm.llama_backend import gpu_offload_available
-    from skillgrad_tui.core.llm.native import cpu_summary, repack_decision
-
-    cpu = cpu_summary()
-    layers = config.get("model", "n_gpu_layers")
-    if config.get("server", "url"):
-        device, why = "server", f"[server] url = {config.get('server', 'url')}"
-    elif gpu_offload_available() and layers != 0:
-        device, why = "GPU", f"llama.cpp built with GPU offload, n_gpu_layers = {layers}"
-    else:
-        device = "CPU"
-        why = ("llama.cpp built for the CPU only" if not gpu_offload_available() else "n_gpu_layers = 0")
-        why += f" ({cpu['model'] or 'CPU'}: {' '.join(cpu['flags']) or 'no vector extensions'})"  # type: ignore[arg-type]
-    decision = repack_decision(config.get("model", "repack"))
-    return {"device": device, "why": why, "repack": decision.use_extra_bufts, "repack_reason": decision.reason}
 
 
 @command("init")

@@ -208,7 +208,8 @@ class Config:
                 val_repeats=self.get("optimize", "val_repeats"), parent=self.get("optimize", "parent"),
                 git_commit=bool(self.get("optimize", "git_commit"))),
             models=ModelFacts(default=self.get("model", "default"), server_url=self.get("server", "url"),
-                              server_model=self.get("server", "model")))
+                              server_model=self.get("server", "model"),
+                              n_gpu_layers=self.get("model", "n_gpu_layers"), repack=self.get("model", "repack")))
 
 
 def backend_factory(config: Config, model: str | None = None, no_cache: bool = False, *,

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING
 from skillgrad_tui.core.llm.base import Backend, CancelToken, CompletionRequest
 
 if TYPE_CHECKING:
+    from skillgrad_tui.core.llm.models import ModelInfo
+    from skillgrad_tui.core.llm.native import RepackSetting
     from skillgrad_tui.core.llm.settings import BackendSettings
 
 __all__ = ["Backend", "CancelToken", "CompletionRequest", "ModelChoice", "backend_identity", "describe_model",
-           "local_device", "make_backend", "model_choices", "scripted_backend"]
+           "RuntimeFacts", "discover_models", "make_backend", "model_choices", "runtime_facts", "scripted_backend"]
 
 
 def make_backend(settings: BackendSettings) -> Backend:
@@ -69,12 +71,43 @@ def model_choices(config_models: dict[str, Path] | None = None) -> list[ModelCho
     return [ModelChoice(m.name, m.source, m.error) for m in discover(config_models, hash_files=False)]
 
 
-def local_device(n_gpu_layers: int) -> str:
-    """Where an in-process model runs: "GPU" when llama.cpp can offload and layers may go there."""
-    from skillgrad_tui.core.llm.llama_backend import gpu_offload_available
+def discover_models(config_models: dict[str, Path] | None, extra: list[Path]) -> list[ModelInfo]:
+    """Every model `skillgrad models` lists, hashed and checked (embedded, models/, config, paths)."""
+    from skillgrad_tui.core.llm.models import discover
 
+    return discover(config_models, extra)
+
+
+@dataclass(frozen=True)
+class RuntimeFacts:
+    """Where models will run and why, worked out once for the app's header and `skillgrad models`."""
+
+    device: str  # "server" | "GPU" | "CPU"
+    why: str
+    repack: bool  # llama.cpp's repacked weight buffers in use
+    repack_reason: str
+
+
+def runtime_facts(server_url: str, n_gpu_layers: int, repack: RepackSetting = "auto") -> RuntimeFacts:
+    """The device a run uses: the server when one is set, else the GPU when llama.cpp was built
+    with offload and layers may go there, else the CPU (with its vector extensions named)."""
+    from skillgrad_tui.core.llm.native import cpu_summary, repack_decision
+
+    decision = repack_decision(repack)
+    if server_url:
+        return RuntimeFacts("server", f"[server] url = {server_url}", decision.use_extra_bufts, decision.reason)
     try:
+        from skillgrad_tui.core.llm.llama_backend import gpu_offload_available
+
         gpu = gpu_offload_available()
     except Exception:  # llama.cpp missing or broken: nothing runs on a GPU then
         gpu = False
-    return "GPU" if gpu and n_gpu_layers != 0 else "CPU"
+    if gpu and n_gpu_layers != 0:
+        why = f"llama.cpp built with GPU offload, n_gpu_layers = {n_gpu_layers}"
+        return RuntimeFacts("GPU", why, decision.use_extra_bufts, decision.reason)
+    cpu = cpu_summary()
+    flags = " ".join(cpu["flags"]) or "no vector extensions"  # type: ignore[arg-type]
+    why = ("llama.cpp built for the CPU only" if not gpu else "n_gpu_layers = 0") + f" ({cpu['model'] or 'CPU'}: {flags})"
+    return RuntimeFacts("CPU", why, decision.use_extra_bufts, decision.reason)
+
+

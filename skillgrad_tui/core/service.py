@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from skillgrad_tui.core.engine import Backend, CancelToken
+from skillgrad_tui.core.engine import Backend, CancelToken, RuntimeFacts
 from skillgrad_tui.core.errors import SkillgradError, SuiteError
 from skillgrad_tui.core.events import Event, EventSink
 from skillgrad_tui.core.records import Task
@@ -29,6 +29,7 @@ from skillgrad_tui.core.runlog import EVENTS, RUNS_SUBDIR, evals_root, runs_root
 if TYPE_CHECKING:
     from skillgrad_tui.core.agent import AgentSettings
     from skillgrad_tui.core.evaluate import EvalResult
+    from skillgrad_tui.core.llm.native import RepackSetting
     from skillgrad_tui.core.optimizer import OptimizeOptions, ReviewDecision, ReviewFn, ReviewRequest, RunResult
     from skillgrad_tui.core.skill import Skill
     from skillgrad_tui.core.suites import Suite
@@ -77,6 +78,14 @@ class ModelFacts:
     default: str = "gemma3-270m"
     server_url: str = ""
     server_model: str = ""
+    n_gpu_layers: int = -1
+    repack: RepackSetting = "auto"
+
+    def runtime(self) -> RuntimeFacts:
+        """Where the models run and why (probes llama.cpp: a second or so on first use)."""
+        from skillgrad_tui.core.engine import runtime_facts
+
+        return runtime_facts(self.server_url, self.n_gpu_layers, self.repack)
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,7 @@ class Engine:
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
         self._suite: Suite | None = None
+        self._device: str | None = None  # "server" | "GPU" | "CPU", once probed (device())
 
     @property
     def seed(self) -> int:
@@ -171,13 +181,11 @@ class Engine:
         own split of that name; None = every task of the configured own split."""
         from skillgrad_tui.core.suites import load_suite
         from skillgrad_tui.core.suites.selection import SEEDED_SPLITS
-        from skillgrad_tui.core.suites.splits import select_split, split_tasks
 
         path = self._require_suite_path()
         if split is None or split in SEEDED_SPLITS:
             suite = self.suite()
-            tasks = (suite.tasks if split in (None, "all")
-                     else select_split(split_tasks(suite.tasks, self.seed if seed is None else seed), split))
+            tasks = suite.tasks if split in (None, "all") else self._seeded(split, seed)
         else:
             suite = load_suite(path, split)
             tasks = suite.tasks
@@ -191,9 +199,13 @@ class Engine:
 
     def tasks(self, split: str) -> list[Task]:
         """A seeded split of the suite (empty when the suite is too small for it)."""
+        return self._seeded(split)
+
+    def _seeded(self, split: str, seed: int | None = None) -> list[Task]:
+        """Split `split` of the suite's tasks shuffled by `seed` (the run's seed by default)."""
         from skillgrad_tui.core.suites.splits import select_split, split_tasks
 
-        return select_split(split_tasks(self.suite().tasks, self.seed), split)
+        return select_split(split_tasks(self.suite().tasks, self.seed if seed is None else seed), split)
 
     # -- backends ---------------------------------------------------------------------------------
 
@@ -206,6 +218,16 @@ class Engine:
                 self._backends[key] = self.backend_factory(role)
             return self._backends[key]
 
+    def device(self) -> str | None:
+        """Where the task model will run ("server", "GPU", "CPU"), known before the first load.
+        It probes llama.cpp (an import of a second or so): call it off the UI thread. None for an
+        injected backend factory (a test's or a benchmark's), whose device is its own business."""
+        if self.settings.models.server_url:
+            return "server"
+        if self._device is None and self._owns_backends:
+            self._device = self.settings.models.runtime().device
+        return self._device
+
     def model_summary(self, model: str | None = None, device: str | None = None) -> str:
         """The task model and where it runs, for the app's header: "gemma3-270m · CPU" (the loaded
         backend's device, else `device` when the caller probed it), or "qwen · server URL"."""
@@ -216,7 +238,7 @@ class Engine:
         name = Path(name).stem if name.endswith(".gguf") else name
         with self._lock:
             loaded = list(self._backends.values())
-        device = next((getattr(getattr(b, "inner", b), "device", None) for b in loaded), None) or device
+        device = next((getattr(getattr(b, "inner", b), "device", None) for b in loaded), None) or device or self._device
         return f"{name} · {device}" if device else name
 
     def agent_settings(self) -> AgentSettings:

@@ -59,7 +59,6 @@ class Session(Engine):
         self.config = config if config is not None else Config()
         self.model = model
         self.no_cache = no_cache
-        self._device: str | None = None  # "CPU" | "GPU", once probed (device())
         super().__init__(Path(skill_path), self.config.engine_settings(),
                          backend_factory or default_backend_factory(self.config, model, no_cache),
                          suite_path=suite_path, owns_backends=backend_factory is None)
@@ -71,19 +70,7 @@ class Session(Engine):
         return cls(Path(skill), suite, config, backend_factory, model, no_cache)
 
     def model_summary(self, model: str | None = None, device: str | None = None) -> str:
-        return super().model_summary(model or self.model, device or self._device)
-
-    def device(self) -> str | None:
-        """Where the task model will run ("server", "GPU", "CPU"), known before the first load.
-        It probes llama.cpp (an import of a second or so): call it off the UI thread. None for an
-        injected backend factory (a test's or a benchmark's), whose device is its own business."""
-        if self.settings.models.server_url:
-            return "server"
-        if self._device is None and self._owns_backends:
-            from skillgrad_tui.core.engine import local_device
-
-            self._device = local_device(int(self.config.get("model", "n_gpu_layers")))
-        return self._device
+        return super().model_summary(model or self.model, device)
 
     # -- the app's pickers: what the next run uses --------------------------------------------------
 
