@@ -27,7 +27,7 @@ from skillgrad_tui.tui.screens.help import HelpScreen
 from skillgrad_tui.tui.screens.history import HistoryScreen
 from skillgrad_tui.tui.screens.pickers import ChoiceScreen, ConfirmScreen
 from skillgrad_tui.tui.scripted import scripted_backend_factory
-from skillgrad_tui.tui.session import Session, new_run_dir
+from skillgrad_tui.tui.session import Session
 from skillgrad_tui.tui.widgets.score_plot import render_score_plot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def make_run(skill: Path, steps: int = 2) -> Path:
     """A finished optimiser run of `skill` (gate 'all', so every step keeps a version)."""
     config = Config(values={"optimize": {"steps": steps}})
     session = Session(skill, SUITE, config, scripted_backend_factory())
-    run = new_run_dir(skill, config, load_skill(skill).hash)
+    run = session.new_run_dir(load_skill(skill).hash)
     session.optimize("all", run, sink=lambda e: None, cancel=None)
     return run
 

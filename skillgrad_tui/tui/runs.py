@@ -37,7 +37,7 @@ from skillgrad_tui.tui.messages import EventOutbox, ReviewRequested, RunEvents, 
 from skillgrad_tui.tui.review_bridge import ReviewBridge, resolve
 from skillgrad_tui.tui.screens.main import MainScreen
 from skillgrad_tui.tui.screens.review import ReviewScreen
-from skillgrad_tui.tui.session import expected_hash, new_run_dir
+from skillgrad_tui.tui.session import expected_hash
 
 QUIT_WAIT_S = 60.0  # how long q waits for a cancelled run to stop before exiting anyway
 
@@ -157,7 +157,7 @@ class RunsApp(AppBase):
     def _optimize(self, run: Run) -> Any:
         if run.resume is None:
             skill = load_skill(self.session.skill_path)
-            self.run_dir = new_run_dir(self.session.skill_path, self.session.config, skill.hash)
+            self.run_dir = self.session.new_run_dir(skill.hash)
         else:
             self.run_dir = run.resume
         # A resumed run keeps its own gate, which may be "ask": the bridge is only called then.

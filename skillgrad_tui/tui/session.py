@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Any
 from skillgrad_tui.config import Config, backend_factory, load_config
 from skillgrad_tui.core.engine import CancelToken
 from skillgrad_tui.core.events import EventSink
-from skillgrad_tui.core.runlog import runs_root as _runs_root
-from skillgrad_tui.core.runlog import unique_run_dir
 from skillgrad_tui.core.service import BackendFactory, Engine, resolve_suite_path, reviewed_hash
 
 if TYPE_CHECKING:
@@ -23,7 +21,7 @@ if TYPE_CHECKING:
     from skillgrad_tui.core.skill import Skill
 
 __all__ = ["BackendFactory", "Session", "default_backend_factory", "default_suite_path",
-           "expected_hash", "new_run_dir", "runs_root"]
+           "expected_hash"]
 
 expected_hash = reviewed_hash  # the app's name for it
 
@@ -36,16 +34,6 @@ def default_suite_path(skill_path: Path, suite: Path | None, config: Config) -> 
 def default_backend_factory(config: Config, model: str | None, no_cache: bool) -> BackendFactory:
     """The real backends; one instance per distinct model, so task and optimiser share weights."""
     return backend_factory(config, model, no_cache)
-
-
-def runs_root(skill_path: Path, config: Config) -> Path:
-    """Where run directories go: `[run] dir` relative to the skill's parent (design.md)."""
-    return _runs_root(skill_path, config.get("run", "dir"))
-
-
-def new_run_dir(skill_path: Path, config: Config, skill_hash: str) -> Path:
-    """A fresh optimiser run directory."""
-    return unique_run_dir(runs_root(skill_path, config), skill_hash)
 
 
 class Session(Engine):

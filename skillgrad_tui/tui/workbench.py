@@ -54,9 +54,8 @@ class WorkbenchApp(WatchingApp):
     def optimiser_runs(self) -> list[Path]:
         """This skill's optimiser runs, newest first."""
         from skillgrad_tui.tui.run_actions import runs_of
-        from skillgrad_tui.tui.session import runs_root
 
-        return runs_of(runs_root(self.session.skill_path, self.session.config))
+        return runs_of(self.session.runs_root())
 
     def _pick(self, title: str, choices: list[tuple[str, str]], current: str | None,
               then: Callable[[str], None], *, typed: str | None = None, integer: bool = False) -> None:
@@ -87,7 +86,7 @@ class WorkbenchApp(WatchingApp):
         self.call_from_thread(self._show_models, choices)
 
     def _show_models(self, models: list[Any]) -> None:
-        current = self.session.model or self.session.config.get("model", "default")
+        current = self.session.model or self.session.settings.models.default
         choices = [(m.name, f"{m.name}  ({m.source})" + (f"  unusable: {m.error}" if m.error else ""))
                    for m in models]
 
@@ -129,7 +128,7 @@ class WorkbenchApp(WatchingApp):
             self.notify("this suite has no named splits: the seeded train/val/test split of its tasks "
                         "applies", title="Split")
             return
-        current = self.session.config.get("suite", "split") or ""
+        current = self.session.settings.suite_split or ""
         choices = [("", "default (the suite's own choice)")] + [(name, name) for name in splits]
 
         def use(split: str) -> None:
@@ -141,7 +140,8 @@ class WorkbenchApp(WatchingApp):
     def _pick_number(self, key: str, label: str, options: tuple[int, ...]) -> None:
         if self._refuse_while_running(f"changing {label}"):
             return
-        current = str(self.session.config.get("optimize", key))
+        opts = self.session.settings.optimize  # steps is None unless set: then the default applies
+        current = str(opts.default_steps if key == "steps" and opts.steps is None else getattr(opts, key))
 
         def use(raw: str) -> None:
             self.session.set_option(key, int(raw))
