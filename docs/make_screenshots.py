@@ -12,6 +12,7 @@ second run's history (lineage, scores per step, a diff) and the comparison of th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import sys
 import tempfile
@@ -25,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from textual.pilot import Pilot  # noqa: E402
 
 from skillgrad_tui.config import Config  # noqa: E402
+from skillgrad_tui.core import run_dirs  # noqa: E402
 from skillgrad_tui.tui.app import SkillgradApp  # noqa: E402
 from skillgrad_tui.tui.screens.compare import CompareScreen  # noqa: E402
 from skillgrad_tui.tui.screens.history import HistoryScreen  # noqa: E402
@@ -35,6 +37,13 @@ from skillgrad_tui.tui.scripted import scripted_backend_factory  # noqa: E402
 OUT = ROOT / "docs" / "screenshots"
 SUITE = ROOT / "skills" / "suites" / "table-qa"
 SIZE = (120, 36)
+_RUN_CLOCK = itertools.count()
+
+
+def _pinned_run_id(skill_hash: str, now: float | None = None) -> str:
+    """Run folders named by a fixed clock: the pictures show run names, and a picture that
+    changes with the time of day would be rewritten (and committed) on every regeneration."""
+    return f"20260101-0900{next(_RUN_CLOCK):02d}-{skill_hash[:6]}"
 
 
 async def _wait(pilot: Pilot[object], cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -90,6 +99,7 @@ async def shoot(skill: Path) -> list[Path]:
 
 
 def main() -> int:
+    run_dirs.new_run_id = _pinned_run_id  # unique_run_dir looks it up at call time
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="skillgrad-shots-") as tmp:
         skill = Path(tmp) / "table-qa"
