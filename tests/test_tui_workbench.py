@@ -264,6 +264,28 @@ async def test_history_shows_the_lineage_and_the_scores_per_step(run_dir: Path, 
         await wait_for(pilot, lambda: not isinstance(app.screen, HistoryScreen))
 
 
+async def test_history_of_the_run_in_progress_follows_it(skill_dir: Path) -> None:
+    app = SkillgradApp(skill_dir, SUITE, backend_factory=scripted_backend_factory(delay_s=0.02),
+                       config=Config(values={"optimize": {"steps": 2}}))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.gate = "all"
+        await pilot.press("r")
+        await wait_for(pilot, lambda: app.run_dir is not None and (app.run_dir / "versions.json").is_file())
+        screen = await open_history(pilot)
+        assert screen.run_dir == app.run_dir and screen.report is not None
+        before = len(screen.report.steps)
+        await pilot.press("space")  # mark the seed: the mark must survive the reloads
+        await wait_for(pilot, lambda: not app.running, timeout=60)
+        await pilot.pause()
+        assert screen.report is not None and len(screen.report.steps) == 2 > before
+        title = text_of(screen.query_one("#history-title", Static).content)
+        assert "2 step(s)" in title and "stopped by steps" in title
+        table = screen.query_one("#history-versions", DataTable)
+        assert table.row_count == len(screen.report.versions) > 1
+        assert screen.marked == 0 and "A" in str(table.get_row("0")[-1])
+
+
 async def test_history_from_the_palette(run_dir: Path, skill_dir: Path) -> None:
     app = make_app(skill_dir)
     async with app.run_test(size=SIZE) as pilot:

@@ -30,11 +30,12 @@ from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from skillgrad_tui.core.engine import CancelToken
 from skillgrad_tui.core.errors import Cancelled, SkillgradError
-from skillgrad_tui.core.events import Event, Warning_
+from skillgrad_tui.core.events import Event, RunFinished, StepFinished, Warning_
 from skillgrad_tui.core.skill import PendingWrite, load_skill
 from skillgrad_tui.tui.app_base import AppBase
 from skillgrad_tui.tui.messages import EventOutbox, ReviewRequested, RunEvents, RunKind, RunOutcome
 from skillgrad_tui.tui.review_bridge import ReviewBridge, resolve
+from skillgrad_tui.tui.screens.history import HistoryScreen
 from skillgrad_tui.tui.screens.main import MainScreen
 from skillgrad_tui.tui.screens.review import ReviewScreen
 from skillgrad_tui.tui.session import expected_hash
@@ -189,6 +190,10 @@ class RunsApp(AppBase):
         main: MainScreen = self.main
         if main.show_events(events):
             self.reload_skill()
+        screen = self.screen
+        if (isinstance(screen, HistoryScreen) and screen.run_dir == self.run_dir
+                and any(isinstance(e, (StepFinished, RunFinished)) for e in events)):
+            screen.reload()  # the history of the run in progress follows it
         for event in events:
             if isinstance(event, Warning_):
                 self.notify(event.message, severity="warning")

@@ -131,6 +131,20 @@ class HistoryScreen(Screen[None]):
         self._table()
         self.query_one(ScorePlot).set_series(score_series(self.report))
 
+    def reload(self) -> None:
+        """Read the run again (the run on show has written a step): the cursor, the mark and the
+        diff on show stay where they were."""
+        at, marked, diffed = self.selected(), self.marked, self.diffed
+        self.load()
+        if self.report is None:
+            return
+        versions = {v.version for v in self.report.versions}
+        self.marked = marked if marked in versions else None
+        self.diffed = diffed
+        self._table()
+        if at is not None and at.version in versions:
+            self.select(at.version)
+
     def _title(self) -> None:
         assert self.report is not None
         finished, started = self.report.finished, self.report.started
