@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -195,3 +196,19 @@ def test_long_string_bounds_are_left_to_validation_not_the_grammar(smollm_backen
                                          "type": "string", "minLength": 1, "maxLength": 200}},
                                          "required": ["body"], "additionalProperties": False}))
     assert isinstance(c.json, dict) and 1 <= len(c.json["body"]) <= 200
+
+
+def test_choices_with_quotes_and_backslashes_still_constrain_the_answer(smollm_backend: LlamaBackend) -> None:
+    """llama-cpp-python's converter left backslashes unescaped, so a choice holding a double quote
+    made a grammar llama.cpp could not parse, and the model then ran with no grammar at all."""
+    from skillgrad_tui.core.llm.llama_backend import schema_grammar
+
+    choices = ['- Ignore summary rows such as "Total".', "C:\\tables\\x.csv", "plain"]
+    schema = {"type": "object", "properties": {"line": {"enum": choices}}, "required": ["line"],
+              "additionalProperties": False}
+    assert '\\\\\\"Total\\\\\\"' in schema_grammar(json.dumps(schema))  # \" inside the JSON, escaped for GBNF
+    for first in choices:  # whichever comes first, the answer is one of them, spelled exactly
+        c = smollm_backend.complete(_ask("Which rule matters most? Answer in JSON.", max_tokens=40,
+                                         json_schema={**schema, "properties": {"line": {"enum": [
+                                             first, *[x for x in choices if x != first]]}}}))
+        assert isinstance(c.json, dict) and c.json["line"] in choices

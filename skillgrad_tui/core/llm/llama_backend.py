@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Generator
@@ -67,6 +68,28 @@ def gpu_offload_available() -> bool:
 
 
 GRAMMAR_MAX_LENGTH = 64  # longer string bounds are left to validation, not the grammar
+_LITERAL_ESCAPE = re.compile(r'[\r\n"\\]')
+_LITERAL_ESCAPES = {"\r": "\\r", "\n": "\\n", '"': '\\"', "\\": "\\\\"}
+
+
+def schema_grammar(schema_json: str) -> str:
+    """GBNF for a JSON schema: llama-cpp-python's converter with its string literals escaped right.
+
+    Its own `_format_literal` (0.3.x) escapes quotes but not backslashes, so an enum value with a
+    double quote in it (json.dumps writes it as \\") becomes a grammar llama.cpp cannot parse;
+    llama.cpp says so on stderr only and samples with no grammar at all. A skill's lines and
+    titles quote things ("Total", "how many"), so the schemas built from a skill hit it."""
+    from llama_cpp import llama_grammar
+
+    class Converter(llama_grammar.SchemaConverter):
+        def _format_literal(self, literal: str) -> str:
+            return '"' + _LITERAL_ESCAPE.sub(lambda m: _LITERAL_ESCAPES[m.group(0)], literal) + '"'
+
+    make: Any = Converter  # the library's converter is untyped
+    converter = make(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    schema = converter.resolve_refs(json.loads(schema_json), "stdin")
+    converter.visit(schema, "")
+    return str(converter.format_grammar())
 
 
 def grammar_schema(schema: Any) -> Any:
@@ -149,7 +172,7 @@ class LlamaBackend:
         key = json.dumps(grammar_schema(schema), sort_keys=True)
         if key not in self._grammars:
             try:
-                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+                self._grammars[key] = LlamaGrammar.from_string(schema_grammar(key), verbose=False)
             except Exception as exc:  # llama.cpp's converter raises plain exceptions
                 raise BackendError(f"JSON schema cannot be turned into a grammar: {exc}") from None
         return self._grammars[key]
