@@ -143,7 +143,7 @@ def opt_model(req: CompletionRequest) -> str:
     if "label" in props:
         return json.dumps({"label": props["label"]["enum"][0], "anchor": "Counting", "diagnosis": "form"})
     if "what_helped" in props:
-        return json.dumps({"what_helped": "the examples", "anchor": "Worked examples", "robust": False})
+        return json.dumps({"what_helped": props["what_helped"]["enum"][0], "robust": False})
     return json.dumps({"candidates": []})
 
 

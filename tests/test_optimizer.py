@@ -102,8 +102,7 @@ def make_opt_model(adds: dict[str, str] | Callable[[str, int], str]) -> Callable
             return json.dumps({"label": label, "anchor": "Common pitfalls",
                                "diagnosis": "The skill has no rule for this kind of question."})
         if "what_helped" in props:
-            return json.dumps({"what_helped": "the rule under common pitfalls", "anchor": "Common pitfalls",
-                               "robust": True})
+            return json.dumps({"what_helped": props["what_helped"]["enum"][0], "robust": True})
         if "candidates" in props:
             m = re.search(r"Failure pattern P\d+, seen in \d+ task\(s\) over (\d+) step\(s\): (.+)", user)
             assert m, user
@@ -220,6 +219,10 @@ def test_validation_gate_keeps_a_patch_that_fixes_tasks(env: Env) -> None:
     # Once the rules are in, the remaining failures pass: the contrastive diagnoser speaks.
     grads = [e for e in events if e.kind == "gradient_computed"]
     assert any(g.contrastive for g in grads[1:])
+    # It names a line of the skill, and the lines the kept patch added are offered first.
+    signal = next(c for g in grads[1:] for c in g.contrastive)
+    assert any(rule in signal["what_helped"] for rule in (ARITH_RULE, COLOUR_RULE))
+    assert signal["anchor"] == "Common pitfalls"
     assert res.reason in ("steps", "early_stop")
     assert (res.run_dir / "overlay.md").read_text().startswith("# Overlay")
     assert (res.run_dir / "overlays" / "step-1.md").exists()

@@ -66,7 +66,7 @@ def opt_model(texts: list[str]) -> Any:
             return json.dumps({"label": props["label"]["enum"][0], "anchor": "Common pitfalls",
                                "diagnosis": "No rule for sums."})
         if "what_helped" in props:
-            return json.dumps({"what_helped": "the rule about sums", "anchor": "Common pitfalls", "robust": True})
+            return json.dumps({"what_helped": props["what_helped"]["enum"][0], "robust": True})
         return json.dumps({"candidates": [scripted_answer(req.json_schema, "Common pitfalls", t, "w")
                                           for t in texts]})
 

@@ -5,7 +5,8 @@ task-independent label, the anchor it concerns (the layer follows from the ancho
 diagnosis. It never writes skill edits. Before the model reads anything, the code classifies the
 failure from the diff (failures.py); the class is evidence in the prompt, and the label is
 chosen from the class vocabulary, so labels are reusable and momentum merges patterns on meaning.
-The schema is built from the skill: the anchor is an enum of its real section titles and files.
+The schema is built from the skill: the anchor is an enum of its real section titles and files,
+and the contrastive diagnoser's "what helped" is one of the skill's real lines (helped_lines.py).
 The model's output is still untrusted: label and anchor are checked here again. When the model
 gives nothing usable, the failure class itself becomes the gradient (`source` "code"), so a
 failed task is never silently dropped.
@@ -19,6 +20,7 @@ from typing import Any, Literal, cast
 
 from skillgrad_tui.core.errors import BackendError, OutputInvalid
 from skillgrad_tui.core.failures import Failure, classify, vocabulary
+from skillgrad_tui.core.helped_lines import LineChoice, helped_choices
 from skillgrad_tui.core.llm.base import Backend, CompletionRequest
 from skillgrad_tui.core.payloads import GradientPayload, PreservationPayload
 from skillgrad_tui.core.records import Task, Trajectory
@@ -185,16 +187,6 @@ def clean_label(raw: str, task: Task, skill_text: str) -> tuple[str | None, bool
     return " ".join(kept), kept != original
 
 
-def echoes_instructions(text: str, prompt: str) -> bool:
-    """True when every content word of `text` comes from the reply instructions of `prompt` (from
-    "Reply with JSON" on): a small model that answers "lowercase words naming the general
-    mistake" or "skill md body" has copied the format description, not diagnosed anything."""
-    cw = content_words(text)
-    start = prompt.find("Reply with JSON")
-    instructions = set(words(prompt[start:] if start >= 0 else prompt))
-    return bool(cw) and all(w in instructions for w in cw)
-
-
 def _answer_text(answer: Any) -> str:
     if answer is None:
         return "(no answer)"
@@ -347,15 +339,15 @@ class FailureDiagnoser(_Role):
 
 # -------------------------------------------------------------------------- contrastive diagnoser
 
-def preservation_schema(skill: Skill) -> dict[str, Any]:
+def preservation_schema(choices: Sequence[LineChoice]) -> dict[str, Any]:
+    """what_helped is one of the skill's real lines (helped_lines.py), never free text."""
     return {
         "type": "object",
         "properties": {
-            "what_helped": {"type": "string", "minLength": 3, "maxLength": 200},
-            "anchor": {"enum": anchor_choices(skill)},
+            "what_helped": {"enum": [c.key for c in choices]},
             "robust": {"type": "boolean"},
         },
-        "required": ["what_helped", "anchor", "robust"],
+        "required": ["what_helped", "robust"],
         "additionalProperties": False,
     }
 
@@ -364,8 +356,9 @@ class ContrastiveDiagnoser(_Role):
     def __init__(self, backend: Backend, *, seed: int = 0, max_tokens: int = 120) -> None:
         super().__init__(backend, seed, max_tokens)
 
-    def prompt(self, skill: Skill, task: Task, now: Trajectory, before: Trajectory) -> str:
-        titles = "; ".join(section_titles(skill)) or "(none)"
+    def prompt(self, task: Task, now: Trajectory, before: Trajectory, choices: Sequence[LineChoice]) -> str:
+        listed = "\n".join(f"- {c.text}" + ("   (new since the failing version)" if c.new else "")
+                           for c in choices)
         return (
             "This task failed with an earlier version of the skill and passes with the skill above.\n"
             f"Task ({task.kind}): {truncate(task.question, 400)}\n"
@@ -374,34 +367,33 @@ class ContrastiveDiagnoser(_Role):
             f"Final model turn before (cut): {_final_turn(before)}\n"
             f"Now (passed): {truncate(_answer_text(now.answer), 200)}\n"
             f"Final model turn now (cut): {_final_turn(now)}\n"
-            f"Skill sections: {titles}\n"
-            'Reply with JSON {"what_helped", "anchor", "robust"}: what_helped = the skill text or '
-            "rule that made the difference, in general terms; anchor = its section title or file; "
-            "robust = true if it would hold on similar tasks, false if the pass looks lucky."
+            f"Lines of the skill:\n{listed}\n"
+            'Reply with JSON {"what_helped", "robust"}: what_helped = the start of the line of the skill '
+            "above that made the difference; robust = true if it would hold on similar tasks, "
+            "false if the pass looks lucky."
         )
 
     def compare(self, skill: Skill, task: Task, now: Trajectory, before: Trajectory,
-                step: int) -> PreservationSignal | None:
-        prompt = self.prompt(skill, task, now, before)
-        out = self._ask(skill, prompt, preservation_schema(skill))
+                step: int, before_skill: Skill | None = None) -> PreservationSignal | None:
+        """`before_skill`, the version the task failed with, puts the lines added since first."""
+        choices = helped_choices(skill, before_skill)
+        if not choices:  # a skill with nothing to name: no call, and nothing to preserve
+            return None
+        out = self._ask(skill, self.prompt(task, now, before, choices), preservation_schema(choices))
         if out is None:
             return None
-        what = truncate(str(out["what_helped"]), 200)
-        if echoes_instructions(what, prompt):
+        chosen = next((c for c in choices if c.key == out["what_helped"]), None)
+        if chosen is None:  # the schema's enum, checked again: model output is never trusted
             self.invalid_outputs += 1
-            self.last_error = f"what_helped {out['what_helped']!r} only repeats the reply instructions"
+            self.last_error = f"what_helped {str(out['what_helped'])[:80]!r} is not a line of the skill"
             return None
-        if len(words(what)) < 2:
-            self.invalid_outputs += 1
-            self.last_error = f"what_helped {out['what_helped']!r} says nothing"
-            return None
-        anchor, _ = resolve_anchor(skill, str(out["anchor"]), what)
+        anchor, _ = resolve_anchor(skill, chosen.where, chosen.text)
         return PreservationSignal(id=f"p{step}-{task.id}", step=step, task_id=task.id,
-                                  what_helped=what, anchor=anchor, robust=bool(out["robust"]))
+                                  what_helped=chosen.text, anchor=anchor, robust=bool(out["robust"]))
 
 
 __all__ = [
     "ContrastiveDiagnoser", "FailureDiagnoser", "PreservationSignal", "TextGradient", "anchor_choices",
-    "clean_label", "echoes_instructions", "gradient_schema", "layer_for", "preservation_schema", "resolve_anchor",
+    "clean_label", "gradient_schema", "layer_for", "preservation_schema", "resolve_anchor",
     "section_titles", "skill_context",
 ]

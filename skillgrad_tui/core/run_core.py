@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Unpack
 
 from skillgrad_tui.core.agent import Agent, AgentSettings
-from skillgrad_tui.core.errors import Cancelled, EvaluationErrored
+from skillgrad_tui.core.errors import Cancelled, EvaluationErrored, SkillgradError
 from skillgrad_tui.core.evaluate import EvalResult, evaluate
 from skillgrad_tui.core.events import Event, EventSink, TaskFinished
 from skillgrad_tui.core.llm.base import Backend, CancelToken, Completion, CompletionRequest, WrappedBackend
@@ -188,6 +188,17 @@ class RunCore:
         assert self.log is not None
         self.log.write_json(rel, memory.to_dict())  # the snapshot resume reads
         memory.save(self.log.run_dir)  # memory.json + memory.md: the latest, for people and the TUI
+
+    def version_with(self, skill_hash: str) -> Skill | None:
+        """The stored version with this content (the one a trajectory ran with), if the run has it."""
+        assert self.log is not None
+        rec = next((r for r in self.log.versions() if r.skill_hash == skill_hash), None)
+        if rec is None:
+            return None
+        try:
+            return self.log.load_version(rec.version)
+        except SkillgradError:  # a damaged store only costs the ordering of the choices
+            return None
 
     def user_skill(self, expect: int) -> Skill:
         """The user's skill, refused unless it is the version the run expects it to be."""

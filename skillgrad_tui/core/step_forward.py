@@ -68,7 +68,7 @@ class ForwardStage(RunCore):
             elif o.contrastive and traj.task_id in st["last_fail"]:
                 before = load_trajectory(self.log.run_dir / st["last_fail"][traj.task_id])
                 if before is not None:
-                    s = contra.compare(skill, task, traj, before, k)
+                    s = contra.compare(skill, task, traj, before, k, self.version_with(before.skill_hash))
                     if s is not None:
                         signals.append(s)
         failed = [t for t in res.trajectories if not passed(t) and not t.errored]

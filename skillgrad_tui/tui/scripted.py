@@ -18,11 +18,9 @@ from skillgrad_tui.core.engine import Backend, CompletionRequest, scripted_backe
 
 THEMES = {  # labels from the failure-class vocabulary (core/failures.py)
     "count": {"label": "picked the wrong value", "anchor": "Counting and arithmetic",
-              "add": "- Before giving a count, list each matching row once and count the list.",
-              "helped": "listing rows before counting"},
+              "add": "- Before giving a count, list each matching row once and count the list."},
     "format": {"label": "empty or refused answer", "anchor": "Answer format",
-               "add": "- Give the value exactly as written in its cell, without extra words.",
-               "helped": "copying cell text exactly"},
+               "add": "- Give the value exactly as written in its cell, without extra words."},
 }
 
 
@@ -54,10 +52,8 @@ def respond(req: CompletionRequest, answer: str = "4") -> str:
         return json.dumps({"label": theme["label"] if theme["label"] in labels else labels[0],
                            "anchor": theme["anchor"] if theme["anchor"] in anchors else anchors[0],
                            "diagnosis": f"The section '{theme['anchor']}' does not say how to avoid this."})
-    if "what_helped" in props:
-        anchors = props["anchor"]["enum"]
-        return json.dumps({"what_helped": theme["helped"],
-                           "anchor": theme["anchor"] if theme["anchor"] in anchors else anchors[0], "robust": True})
+    if "what_helped" in props:  # the first choice is a line added since the task failed
+        return json.dumps({"what_helped": props["what_helped"]["enum"][0], "robust": True})
     if "candidates" in props:
         return json.dumps({"candidates": [scripted_answer(schema, theme["anchor"], theme["add"],
                                                           f"fixes: {theme['label']}")]})
