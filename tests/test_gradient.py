@@ -208,6 +208,12 @@ def test_contrastive_diagnoser_names_a_line_of_the_skill(skill: Skill, suite: Su
     md = root / "SKILL.md"
     md.write_text(md.read_text().replace("## Counting and arithmetic\n", f"## Counting and arithmetic\n- {rule}\n", 1))
     edited = load_skill(root)
+    with_table = root.parent / "with-table"
+    shutil.copytree(root, with_table)
+    (with_table / "SKILL.md").write_text((root / "SKILL.md").read_text().replace(
+        f"- {rule}\n", f"| Year | Team | Result |\n| 1987 | Browns | Won |\n- {rule}\n", 1))
+    ordered = helped_choices(load_skill(with_table), skill)
+    assert [c.text for c in ordered[:3]] == [f"- {rule}", "| Year | Team | Result |", "| 1987 | Browns | Won |"]
     choices = helped_choices(edited, skill)
     key = "- List the matching rows one by one, then..."  # the line's start, as the patcher's anchors
     assert choices[0] == LineChoice(key, f"- {rule}", "Counting and arithmetic", True)  # the added line leads

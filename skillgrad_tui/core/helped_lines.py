@@ -5,7 +5,8 @@ answered "The skill text or rule that made the difference" to every comparison o
 benchmark, so no preservation signal ever came out and `--no-contrastive` made exactly the calls
 the full method made. The answer is chosen from the skill's real lines instead (an enum in the
 schema): the lines added since the version the task failed with come first (the likeliest cause,
-and a small model tends to take an early choice), then the rest. Each choice knows where it lives,
+and a small model tends to take an early choice), rules before the rows of an example's table,
+then the rest. Each choice knows where it lives,
 so the anchor follows from the line in code rather than from a second guess of the model.
 
 The enum holds each line's key (its first words, ASCII: edit_blocks.key_text), as the patcher's
@@ -80,7 +81,13 @@ def helped_choices(skill: Skill, before: Skill | None = None) -> list[LineChoice
         seen.add(key)
         is_new = old is not None and text not in old
         (new if is_new else rest).append(LineChoice(key, text, where, is_new))
+    # A table row of a worked example is evidence, not a rule: rules and answers lead.
+    new.sort(key=lambda c: _is_table_row(c.text))
     return (new + rest)[:MAX_CHOICES]
+
+
+def _is_table_row(line: str) -> bool:
+    return line.count("|") >= 2
 
 
 __all__ = ["LineChoice", "MAX_CHARS", "MAX_CHOICES", "helped_choices"]
