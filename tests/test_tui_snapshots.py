@@ -76,15 +76,16 @@ def test_diff_review_second_edit_80x24(snap_compare, app: SkillgradApp) -> None:
 def app_with_run(tmp_path: Path) -> SkillgradApp:
     """A finished 2-step run (gate 'all'), under a fixed name so that the picture is stable."""
     from skillgrad_tui.core.skill import load_skill
-    from skillgrad_tui.tui.session import Session, new_run_dir
+    from skillgrad_tui.tui.session import Session
 
     if not (SUITE / "data").is_dir():
         pytest.skip(f"sample suite missing at {SUITE}")
     skill = tmp_path / "table-qa"
     shutil.copytree(REPO / "skills" / "table-qa", skill)
     config = Config(values={"optimize": {"steps": 2}})
-    run = new_run_dir(skill, config, load_skill(skill).hash)
-    Session(skill, SUITE, config, scripted_backend_factory()).optimize("all", run, sink=lambda e: None, cancel=None)
+    session = Session(skill, SUITE, config, scripted_backend_factory())
+    run = session.new_run_dir(load_skill(skill).hash)
+    session.optimize("all", run, sink=lambda e: None, cancel=None)
     run.rename(run.with_name("20260101-120000-723366"))
     return SkillgradApp(skill, SUITE, backend_factory=scripted_backend_factory(),
                         config=Config(values={"optimize": {"steps": 1}}))

@@ -265,7 +265,8 @@ async def test_history_shows_the_lineage_and_the_scores_per_step(run_dir: Path, 
 
 
 async def test_history_of_the_run_in_progress_follows_it(skill_dir: Path) -> None:
-    app = SkillgradApp(skill_dir, SUITE, backend_factory=scripted_backend_factory(delay_s=0.02),
+    # Slow enough (0.2 s a model call, dozens a step) that the history opens before step 1 ends.
+    app = SkillgradApp(skill_dir, SUITE, backend_factory=scripted_backend_factory(delay_s=0.2),
                        config=Config(values={"optimize": {"steps": 2}}))
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
@@ -275,10 +276,11 @@ async def test_history_of_the_run_in_progress_follows_it(skill_dir: Path) -> Non
         screen = await open_history(pilot)
         assert screen.run_dir == app.run_dir and screen.report is not None
         before = len(screen.report.steps)
+        assert before < 2 and app.running  # opened mid-run, so there is something to follow
         await pilot.press("space")  # mark the seed: the mark must survive the reloads
-        await wait_for(pilot, lambda: not app.running, timeout=60)
+        await wait_for(pilot, lambda: not app.running, timeout=120)
         await pilot.pause()
-        assert screen.report is not None and len(screen.report.steps) == 2 > before
+        assert screen.report is not None and len(screen.report.steps) == 2
         title = text_of(screen.query_one("#history-title", Static).content)
         assert "2 step(s)" in title and "stopped by steps" in title
         table = screen.query_one("#history-versions", DataTable)
