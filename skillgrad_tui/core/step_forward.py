@@ -57,6 +57,7 @@ class ForwardStage(RunCore):
             if found is not None:
                 classes[found.cls.key] += 1
         errored = [t for t in res.trajectories if t.errored]
+        failed_with: dict[str, Skill | None] = {}  # skill hash -> the stored version tasks failed with
         for traj in res.trajectories:
             task = by_id[traj.task_id]
             if traj.errored:
@@ -68,7 +69,9 @@ class ForwardStage(RunCore):
             elif o.contrastive and traj.task_id in st["last_fail"]:
                 before = load_trajectory(self.log.run_dir / st["last_fail"][traj.task_id])
                 if before is not None:
-                    s = contra.compare(skill, task, traj, before, k, self.version_with(before.skill_hash))
+                    if before.skill_hash not in failed_with:  # most share one version: read it once
+                        failed_with[before.skill_hash] = self.version_with(before.skill_hash)
+                    s = contra.compare(skill, task, traj, before, k, failed_with[before.skill_hash])
                     if s is not None:
                         signals.append(s)
         failed = [t for t in res.trajectories if not passed(t) and not t.errored]
