@@ -119,31 +119,28 @@ class HistoryScreen(Screen[None]):
     # -- the run -----------------------------------------------------------------------------------
 
     def load(self) -> None:
+        self._show_run(marked=None, diffed=None)
+
+    def reload(self) -> None:
+        """Read the run again (the run on show has written a step): the cursor, the mark and the
+        diff on show stay where they were."""
+        at = self.selected()
+        self._show_run(self.marked, self.diffed)
+        if self.report is not None and at is not None and any(v.version == at.version for v in self.report.versions):
+            self.select(at.version)
+
+    def _show_run(self, marked: int | None, diffed: tuple[int, int] | None) -> None:
         try:
             self.report = load_report(self.run_dir)
         except SkillgradError as exc:
             self.report = None
             self.query_one("#history-title", Static).update(Text(f"{self.run_dir.name}: {exc}", style="red"))
             return
-        self.marked = None
-        self.diffed = None
+        self.marked = marked if any(v.version == marked for v in self.report.versions) else None
+        self.diffed = diffed
         self._title()
         self._table()
         self.query_one(ScorePlot).set_series(score_series(self.report))
-
-    def reload(self) -> None:
-        """Read the run again (the run on show has written a step): the cursor, the mark and the
-        diff on show stay where they were."""
-        at, marked, diffed = self.selected(), self.marked, self.diffed
-        self.load()
-        if self.report is None:
-            return
-        versions = {v.version for v in self.report.versions}
-        self.marked = marked if marked in versions else None
-        self.diffed = diffed
-        self._table()
-        if at is not None and at.version in versions:
-            self.select(at.version)
 
     def _title(self) -> None:
         assert self.report is not None
