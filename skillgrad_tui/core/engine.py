@@ -107,7 +107,8 @@ def runtime_facts(server_url: str, n_gpu_layers: int, repack: RepackSetting = "a
         return RuntimeFacts("GPU", why, decision.use_extra_bufts, decision.reason)
     cpu = cpu_summary()
     flags = " ".join(cpu["flags"]) or "no vector extensions"  # type: ignore[arg-type]
-    why = ("llama.cpp built for the CPU only" if not gpu else "n_gpu_layers = 0") + f" ({cpu['model'] or 'CPU'}: {flags})"
+    why = "llama.cpp built for the CPU only" if not gpu else "n_gpu_layers = 0"
+    why += f" ({cpu['model'] or 'CPU'}: {flags})"
     return RuntimeFacts("CPU", why, decision.use_extra_bufts, decision.reason)
 
 
