@@ -53,6 +53,7 @@ class Run:
     bridge: ReviewBridge | None = None
     resume: Path | None = None
     worker: "Worker[RunOutcome] | None" = None
+    ended: bool = False  # the UI thread has handled the finished worker's outcome
 
     def stop(self) -> None:
         """Any thread: the engine stops between tokens; a review that waits raises Cancelled."""
@@ -99,9 +100,11 @@ class RunsApp(AppBase):
 
     @property
     def running(self) -> bool:
-        """A run is in progress while its worker has not finished: Textual's state, not a flag."""
-        worker = self.current_run.worker if self.current_run is not None else None
-        return worker is not None and not worker.is_finished
+        """A run is in progress until its outcome has been handled. The worker's own state turns
+        finished in its thread, before Worker.StateChanged reaches the UI: a run started (or a
+        result read) in between would miss the outcome, which the handler then drops."""
+        run = self.current_run
+        return run is not None and run.worker is not None and not run.ended
 
     def _start(self, kind: RunKind, gate: str | None = None, resume: Path | None = None) -> bool:
         if self.running:
@@ -230,6 +233,7 @@ class RunsApp(AppBase):
             outcome = RunOutcome(run.kind, "cancelled")
         else:
             outcome = RunOutcome(run.kind, "error", str(event.worker.error))
+        run.ended = True
         self._run_ended(outcome)
 
     def _run_ended(self, outcome: RunOutcome) -> None:
